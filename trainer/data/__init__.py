@@ -1,0 +1,1 @@
+"""Atomistic data: structures -> cleaned, labelled graphs -> ADIOS2 files -> per-rank stores -> batches."""
