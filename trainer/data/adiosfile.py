@@ -15,6 +15,7 @@ Reading takes a contiguous range of samples, so a rank holds only its share.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,11 @@ _DISK_DTYPE = {
 }
 _MEMORY_DTYPE = {"pbc": bool, "fixed": bool, "source": np.int64, "atomic_numbers": np.int64,
                  "edge_index": np.int64, "edge_shift": np.int64}
+
+
+def _one_line(err: Exception) -> str:
+    """ADIOS2's messages span lines and carry terminal colour codes; keep the words."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())
 
 
 class DatasetFileError(UserError):
@@ -119,7 +125,7 @@ class DatasetReader:
             self._variables = self._file.available_variables()
             attributes = self._file.available_attributes()
         except Exception as err:  # adios2 raises plain exceptions for foreign or damaged files
-            raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({err})") from None
+            raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({_one_line(err)})") from None
         if "format_version" not in attributes or "radius" not in attributes:
             raise DatasetFileError(f"{self.path}: not a dataset written by gfm-data convert")
         self.info = self._read_info()

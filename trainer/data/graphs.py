@@ -41,17 +41,17 @@ class GraphArrays:
 
     @property
     def atom_offsets(self) -> np.ndarray:
-        return _offsets(self.num_atoms)
+        return offsets(self.num_atoms)
 
     @property
     def edge_offsets(self) -> np.ndarray:
-        return _offsets(self.num_edges)
+        return offsets(self.num_edges)
 
     def select(self, indices: Sequence[int] | np.ndarray) -> "GraphArrays":
         """The graphs at `indices`, in that order (a copy)."""
         indices = np.asarray(indices, dtype=np.int64)
-        atoms = _ranges(self.atom_offsets[indices], self.num_atoms[indices])
-        edges = _ranges(self.edge_offsets[indices], self.num_edges[indices])
+        atoms = ranges(self.atom_offsets[indices], self.num_atoms[indices])
+        edges = ranges(self.edge_offsets[indices], self.num_edges[indices])
         parts = {name: getattr(self, name)[indices] for name in PER_GRAPH}
         parts.update({name: getattr(self, name)[atoms] for name in PER_ATOM})
         parts.update({name: getattr(self, name)[edges] for name in PER_EDGE})
@@ -110,13 +110,13 @@ class GraphArrays:
         return GraphArrays.concat(parts)
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
+def offsets(counts: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(counts), dtype=np.int64)
     np.cumsum(counts[:-1], out=offsets[1:])
     return offsets
 
 
-def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenation of arange(start, start + count) for each pair, without a Python loop."""
     total = int(counts.sum())
     if total == 0:
