@@ -1,0 +1,107 @@
+"""Was it the node's fault? Telling a broken node from a failing trainer after a trial ended.
+
+The trainer's exit codes are its own (2: bad trial.yaml, 1: a crash, ...) and
+say nothing about nodes. What does is srun's own stderr: the lines it prints
+when it cannot create the step, cannot start tasks on a node, or loses a node.
+Only lines written by srun or slurmstepd are read, never the ranks' output,
+which srun forwards into the same file.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from orchestrator import hostlist
+from orchestrator.launch import ERR_FILE, RECORD_FILE
+
+# (pattern, what it means). A `nodes` group names the culprit; without one the slice's
+# nodes are looked up in Slurm and the unhealthy ones are blamed.
+NODE_FAULTS: list[tuple[re.Pattern[str], str]] = [
+    # A node stopped answering while the step ran; slurmctld names it.
+    (re.compile(r"^srun: error: Node failure on (?P<nodes>\S+)"), "node failure"),
+    # slurmd on that node could not start the tasks (e.g. "Communication connection failure").
+    (re.compile(r"^srun: error: Task launch for \S+ failed on node (?P<nodes>[^:\s]+): (?P<why>.+)"),
+     "task launch failed"),
+    # Inside an allocation: a node of the slice is DOWN or DRAINED, or was dropped from the job (--no-kill).
+    (re.compile(r"^srun: error: Unable to create step for job \d+: (?P<why>Requested node configuration is not available)"),
+     "step refused"),
+    # Outside an allocation: the trial's own job asked for a node that is down or drained (printed
+    # while it waits, and after "Unable to allocate resources: " when --immediate gives up).
+    (re.compile(r"^srun: .*?(?P<why>Required node not available \(down, drained or reserved\))"),
+     "node not available"),
+    # Nodes that never became ready (boot or power-up failed).
+    (re.compile(r"^srun: error: Nodes (?P<nodes>\S+) are still not ready"), "node not ready"),
+    # Slurm ended the job because one of its nodes failed (the node in the line is the reporter).
+    (re.compile(r"^slurmstepd\S*: error: \*\*\* \S+ \S+ ON \S+ CANCELLED AT \S+ DUE TO NODE FAILURE"),
+     "job cancelled after a node failure"),
+]
+
+# sinfo %T states of a node that can run work; anything else, or a trailing "*" (not responding), is a fault.
+_HEALTHY = {"idle", "allocated", "mixed", "completing", "reserved", "planned"}
+
+
+@dataclass(frozen=True)
+class NodeFault:
+    """A trial ended by its nodes: `nodes` to blame (empty when Slurm could not tell) and why."""
+
+    nodes: tuple[str, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def node_failure(trial_dir: str | Path, exit_code: int | None = None,
+                 env: Mapping[str, str] | None = None) -> NodeFault | None:
+    """The node fault that ended this trial's launcher, or None when it was not the nodes.
+
+    `exit_code` defaults to the status recorded in launch.json; `env` is the
+    environment for asking Slurm about the slice's nodes (SLURM_CONF).
+    A trial that the manager killed, or that exited 0, is never a node fault.
+    """
+    trial_dir = Path(trial_dir)
+    try:
+        record = json.loads((trial_dir / RECORD_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None  # never launched
+    code = record.get("exit_code") if exit_code is None else exit_code
+    if record.get("launcher") != "srun" or code in (None, 0) or record.get("killed"):
+        return None
+    try:
+        lines = (trial_dir / ERR_FILE).read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    slice_nodes = tuple(record.get("nodes", ()))
+    for line in lines:
+        for pattern, meaning in NODE_FAULTS:
+            match = pattern.search(line)
+            if match is None:
+                continue
+            named = match.groupdict().get("nodes")
+            nodes = tuple(hostlist.expand(named)) if named else _unhealthy(slice_nodes, env)
+            where = hostlist.compress(nodes) if nodes else f"one of {hostlist.compress(slice_nodes)}"
+            return NodeFault(nodes, f"{meaning} on {where}: {line.strip()}")
+    return None
+
+
+def _unhealthy(nodes: tuple[str, ...], env: Mapping[str, str] | None) -> tuple[str, ...]:
+    """The nodes among `nodes` that Slurm reports down, drained, failing or not responding."""
+    if not nodes:
+        return ()
+    try:
+        done = subprocess.run(["sinfo", "--noheader", "--Node", f"--nodes={hostlist.compress(nodes)}",
+                               "--format=%N %T"], env=env, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    bad = set()
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            state = parts[1].lower()
+            if "*" in state or state.rstrip("~#!%$@^-") not in _HEALTHY:
+                bad.add(parts[0])
+    return tuple(n for n in nodes if n in bad)
