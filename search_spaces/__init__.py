@@ -1,0 +1,306 @@
+"""Declarative search spaces: a YAML file of hyperparameters, checked against the trial schema.
+
+A space names each hyperparameter after the trial.yaml field it sets
+(`hidden_dim` -> `model.hidden_dim`, `learning_rate` -> `training.learning_rate`)
+and gives either `choices` (categorical, strings only) or an inclusive range
+`{low, high}` with an optional log-uniform prior. Every range end and every
+choice is validated against `TrialConfig` at load time, so a space can never
+propose a trial that the trainer would reject. This package is imported by the
+manager: it must stay free of torch (and of DeepHyper, which is slow to import).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import random
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trainer import typed
+from trainer.trialconfig import ModelConfig, TrainingConfig, TrialConfig
+from trainer.typed import ConfigError, Invalid
+
+PACKAGED = Path(__file__).resolve().parent
+DEFAULT = "table_iv"
+BACKENDS = ("cbo", "skopt-gp", "random")
+Params = dict[str, Any]
+
+
+# -- the file's schema ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    choices: list[Any] | None = field(default=None, metadata={"doc": "categorical values (strings)"})
+    low: int | float | None = field(default=None, metadata={"doc": "inclusive lower end of a range"})
+    high: int | float | None = field(default=None, metadata={"doc": "inclusive upper end of a range"})
+    prior: Literal["uniform", "log-uniform"] = "uniform"
+    path: str | None = field(default=None, metadata={"doc": "dotted trial.yaml key; default model.<name> or training.<name>"})
+
+    def check(self) -> None:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise Invalid("choices", "give either choices or low/high, not both")
+            if not self.choices:
+                raise Invalid("choices", "at least one choice is needed")
+            for i, choice in enumerate(self.choices):
+                if not isinstance(choice, str):
+                    # DeepHyper makes a list of numbers an *ordinal* hyperparameter, not a categorical.
+                    raise Invalid(f"choices[{i}]", f"choices must be strings, got {choice!r}; "
+                                  "for numbers use a range {low, high} (a list of numbers would be an ordinal)")
+            if len(set(self.choices)) != len(self.choices):
+                raise Invalid("choices", "choices must be distinct")
+            if self.prior != "uniform":
+                raise Invalid("prior", "a prior applies to ranges, not to choices")
+            return
+        if self.low is None or self.high is None:
+            raise Invalid("low" if self.low is None else "high", "a range needs both low and high (or give choices)")
+        if self.low > self.high:
+            raise Invalid("low", f"low ({self.low}) is greater than high ({self.high})")
+        if self.prior == "log-uniform" and self.low <= 0:
+            raise Invalid("low", f"a log-uniform range needs low > 0, got {self.low}")
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    parameters: dict[str, ParameterSpec] = field(metadata={"doc": "hyperparameters to search"})
+    backend: Literal["cbo", "skopt-gp", "random"] = "cbo"
+    optimizer: dict[str, Any] = field(default_factory=dict, metadata={"doc": "backend settings (checked by the backend)"})
+    fixed: dict[str, Any] = field(default_factory=dict, metadata={"doc": "dotted trial.yaml overrides for every trial"})
+
+    def check(self) -> None:
+        if not self.parameters:
+            raise Invalid("parameters", "at least one hyperparameter is needed")
+
+
+# -- the loaded space -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Parameter:
+    """One dimension: `kind` is "choice", "int" or "float" (the type of the trial field it sets)."""
+
+    name: str
+    path: str
+    kind: Literal["choice", "int", "float"]
+    choices: tuple[str, ...] = ()
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+
+    def sample(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return rng.choice(self.choices)
+        if self.kind == "int":
+            if self.log:  # log-uniform over the integers low..high (each bin [k, k+1) by its log width)
+                value = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
+                return min(int(value), int(self.high))
+            return rng.randint(int(self.low), int(self.high))
+        if self.log:
+            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        return rng.uniform(self.low, self.high)
+
+    def canonical(self, value: Any) -> Any:
+        """`value` as a plain python value of this dimension; ValueError if it lies outside."""
+        value = getattr(value, "item", lambda: value)()  # numpy scalars from the backends
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        if self.kind == "int":
+            if value != int(value):
+                raise ValueError(f"expected an integer, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if not self.low <= value <= self.high:
+            raise ValueError(f"{value!r} is outside the range [{_number(self.low)}, {_number(self.high)}]")
+        return value
+
+    def to_spec(self) -> dict[str, Any]:
+        if self.kind == "choice":
+            spec: dict[str, Any] = {"choices": list(self.choices)}
+        else:
+            spec = {"low": _number(self.low), "high": _number(self.high)}
+            if self.log:
+                spec["prior"] = "log-uniform"
+        return {**spec, "path": self.path}
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    source: str
+    backend: str
+    parameters: tuple[Parameter, ...]
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    def __len__(self) -> int:
+        return len(self.parameters)
+
+    def sample(self, rng: random.Random) -> Params:
+        return {p.name: p.sample(rng) for p in self.parameters}
+
+    def check_params(self, params: Params) -> Params:
+        """`params` in this space's order with plain python values; ConfigError naming the offending key."""
+        if not isinstance(params, dict):
+            raise ConfigError(f"{self.source}: expected a mapping of hyperparameters, got {params!r}")
+        extra = sorted(set(params) - set(self.names))
+        if extra:
+            raise ConfigError(f"{self.source}: parameters.{extra[0]}: not a parameter of this space "
+                              f"(it has {', '.join(self.names)})")
+        out = {}
+        for p in self.parameters:
+            if p.name not in params:
+                raise ConfigError(f"{self.source}: parameters.{p.name}: missing from {params!r}")
+            try:
+                out[p.name] = p.canonical(params[p.name])
+            except ValueError as err:
+                raise ConfigError(f"{self.source}: parameters.{p.name}: {err}") from None
+        return out
+
+    def apply(self, params: Params, base: TrialConfig) -> TrialConfig:
+        """`base` with the fixed overrides and `params` written in, validated by the trial schema."""
+        params = self.check_params(params)
+        data = typed.to_dict(base)
+        _set_paths(data, self.fixed, f"{self.source}: fixed")
+        _set_paths(data, {p.path: params[p.name] for p in self.parameters}, self.source)
+        return typed.build(TrialConfig, data, source=f"{self.source} (trial {params})")
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The space as the YAML mapping it came from (explicit paths); `parse_space` reads it back."""
+        return {"backend": self.backend,
+                "parameters": {p.name: p.to_spec() for p in self.parameters},
+                "optimizer": typed.to_dict(self.optimizer), "fixed": typed.to_dict(self.fixed)}
+
+
+# -- loading ------------------------------------------------------------------
+
+def load_space(path: str | Path | None = None) -> SearchSpace:
+    """Read a search space: a YAML path, a packaged name ("table_iv", "small"), or None for Table IV."""
+    if path is None:
+        path = DEFAULT
+    candidate = Path(path)
+    if not candidate.exists() and candidate.suffix == "" and "/" not in str(path):
+        packaged = PACKAGED / f"{path}.yaml"
+        if packaged.exists():
+            candidate = packaged
+        else:
+            known = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.yaml")))
+            raise ConfigError(f"{path}: no such file, and not a packaged search space (packaged: {known})")
+    return parse_space(typed.read_yaml(candidate), source=str(candidate))
+
+
+def parse_space(mapping: Any, source: str = "<search space>") -> SearchSpace:
+    """Validate a mapping (the content of a space file) against the file schema and the trial schema."""
+    spec = typed.build(SpaceFile, mapping, source)
+    # A stand-in trial: only the searched and fixed keys are probed; the data section is the manager's.
+    base = typed.to_dict(typed.build(TrialConfig, {"data": {"sources": [{"path": "x.bp"}]}}))
+    _set_paths(base, spec.fixed, f"{source}: fixed")
+    typed.build(TrialConfig, base, source=f"{source}: fixed")
+    parameters, seen_paths = [], {}
+    for name, item in spec.parameters.items():
+        key = f"parameters.{name}"
+        path = item.path or _default_path(name, source, key)
+        if path in seen_paths:
+            raise ConfigError(f"{source}: {key}: sets {path}, which parameter '{seen_paths[path]}' already sets")
+        if path in spec.fixed:
+            raise ConfigError(f"{source}: {key}: sets {path}, which is also under fixed")
+        seen_paths[path] = name
+        kind = _field_kind(path, source, f"{key}.path" if item.path else key)
+        parameter = _make_parameter(name, path, kind, item, source, key)
+        for end, value in _probe_values(parameter):
+            trial = typed.to_dict(base)
+            _set_paths(trial, {path: value}, source)
+            typed.build(TrialConfig, trial, source=f"{source}: {key}.{end}")
+        parameters.append(parameter)
+    return SearchSpace(source=source, backend=spec.backend, parameters=tuple(parameters),
+                       optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
+
+
+# -- internals ---------------------------------------------------------------
+
+_SECTIONS = {"model": ModelConfig, "training": TrainingConfig}
+
+
+def _number(x: float) -> int | float:
+    return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
+
+
+def _default_path(name: str, source: str, key: str) -> str:
+    for section, schema in _SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(schema)}:
+            return f"{section}.{name}"
+    known = [f.name for schema in _SECTIONS.values() for f in dataclasses.fields(schema)]
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "give an explicit `path:` to a trial.yaml key"
+    raise ConfigError(f"{source}: {key}: unknown parameter: not a field of model or training in trial.yaml ({hint})")
+
+
+def _field_kind(path: str, source: str, key: str) -> str:
+    """The kind of search dimension the trial.yaml field at `path` can take."""
+    schema: Any = TrialConfig
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+        if part not in fields:
+            raise ConfigError(f"{source}: {key}: {path} is not a trial.yaml key ('{part}' is unknown)")
+        schema = typing.get_type_hints(schema)[part]
+        if depth < len(parts) - 1 and not dataclasses.is_dataclass(schema):
+            raise ConfigError(f"{source}: {key}: {path} is not a trial.yaml key ('{part}' has no sub-keys)")
+    union = typing.get_origin(schema) in (typing.Union, types.UnionType)
+    options = [t for t in typing.get_args(schema) if t is not type(None)] if union else [schema]
+    if len(options) == 1:
+        tp = options[0]
+        if tp is int:
+            return "int"
+        if tp is float:
+            return "float"
+        if tp is str or (typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))):
+            return "choice"
+    raise ConfigError(f"{source}: {key}: {path} cannot be searched (only integer, number and text fields can)")
+
+
+def _make_parameter(name: str, path: str, kind: str, item: ParameterSpec, source: str, key: str) -> Parameter:
+    if kind == "choice":
+        if item.choices is None:
+            raise ConfigError(f"{source}: {key}: {path} takes text values: give choices, not a range")
+        return Parameter(name, path, "choice", choices=tuple(item.choices))
+    if item.choices is not None:
+        raise ConfigError(f"{source}: {key}.choices: {path} is numeric: give a range {{low, high}}, not choices "
+                          "(a list of numbers would be an ordinal in DeepHyper)")
+    if kind == "int":
+        for end in ("low", "high"):
+            value = getattr(item, end)
+            if not float(value).is_integer():
+                raise ConfigError(f"{source}: {key}.{end}: {path} takes integers, got {value}")
+    cast = int if kind == "int" else float
+    return Parameter(name, path, kind, low=cast(item.low), high=cast(item.high), log=item.prior == "log-uniform")
+
+
+def _probe_values(parameter: Parameter) -> list[tuple[str, Any]]:
+    """Values whose acceptance by the trial schema proves the whole dimension valid (bounds are monotone)."""
+    if parameter.kind == "choice":
+        return [(f"choices[{i}]", c) for i, c in enumerate(parameter.choices)]
+    return [("low", parameter.low), ("high", parameter.high)]
+
+
+def _set_paths(data: dict[str, Any], values: dict[str, Any], where: str) -> None:
+    """Write dotted-path values into a nested mapping (typed.build validates the result)."""
+    for dotted, value in values.items():
+        node = data
+        *parents, last = str(dotted).split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {dotted}: '{part}' has no sub-keys")
+            node = child
+        node[last] = value
