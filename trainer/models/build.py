@@ -1,0 +1,142 @@
+"""An energy-and-force model from a `ModelConfig` and the statistics of its training data.
+
+    E = sum_atoms (energy_scale * e_i + energy_shift + reference[source, Z_i])
+    F = force_scale * direct head            (force_mode "direct")
+      = -dE/dx by autograd                   (force_mode "conservative")
+
+The network predicts normalised quantities; `DataStats` turns them into eV and
+eV/Å, and the per-source reference table is a buffer, so a checkpoint (state
+dict + config + stats dict) is self-contained.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from trainer.data.batch import Batch
+from trainer.models.egnn import EGNNLayer
+from trainer.models.heads import DirectForceHead, EnergyHead
+from trainer.models.layers import BesselBasis, Graph, build_graph, init_weights, scatter_sum
+from trainer.models.pna import PNALayer, average_log_degree
+from trainer.models.schnet import SchNetInteraction
+from trainer.trialconfig import ModelConfig
+
+NUM_ELEMENTS = 119  # atomic numbers 0..118: one embedding row and reference column per element
+
+
+@dataclass
+class DataStats:
+    """What a model needs to know about its training data; saved with every checkpoint (as a dict)."""
+    radius: float                               # neighbour cut-off of the dataset (Å)
+    elements: list[int]                         # atomic numbers seen in training
+    reference_energies: list[dict[int, float]]  # per source (dataset) index: eV per atom of element Z
+    energy_shift: float                         # mean per-atom residual energy (eV/atom) after references
+    energy_scale: float                         # std of the per-atom residual energy (eV/atom), > 0
+    force_scale: float                          # RMS force component (eV/Å), > 0
+    degree_histogram: list[int]                 # in-degree histogram over the training graphs (PNA)
+
+    def __post_init__(self) -> None:
+        for name in ("radius", "energy_scale", "force_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DataStats.{name} must be > 0, got {getattr(self, name)}")
+        if not self.reference_energies:
+            raise ValueError("DataStats.reference_energies needs one table per source")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "DataStats":
+        # JSON turns the integer keys of the reference tables into strings.
+        tables = [{int(z): float(e) for z, e in table.items()} for table in d["reference_energies"]]
+        return DataStats(radius=float(d["radius"]), elements=[int(z) for z in d["elements"]],
+                         reference_energies=tables, energy_shift=float(d["energy_shift"]),
+                         energy_scale=float(d["energy_scale"]), force_scale=float(d["force_scale"]),
+                         degree_histogram=[int(c) for c in d["degree_histogram"]])
+
+    @property
+    def average_degree(self) -> float:
+        counts = self.degree_histogram
+        total = sum(counts)
+        return sum(k * c for k, c in enumerate(counts)) / total if total else 1.0
+
+
+class EnergyForceModel(nn.Module):
+    def __init__(self, config: ModelConfig, stats: DataStats, layers: list[nn.Module],
+                 activation_checkpointing: bool = False):
+        super().__init__()
+        self.config, self.stats = config, stats
+        self.activation_checkpointing = activation_checkpointing
+        self.embedding = nn.Embedding(NUM_ELEMENTS, config.hidden_dim)
+        self.basis = BesselBasis(stats.radius, config.num_radial)
+        self.layers = nn.ModuleList(layers)
+        self.energy_head = EnergyHead(config.hidden_dim, config.fc_dim, config.num_fc_layers)
+        self.force_head = (DirectForceHead(config.hidden_dim, config.num_radial, config.fc_dim, config.num_fc_layers)
+                           if config.force_mode == "direct" else None)
+        reference = torch.zeros(len(stats.reference_energies), NUM_ELEMENTS)
+        for source, table in enumerate(stats.reference_energies):
+            for z, energy in table.items():
+                reference[source, z] = energy
+        self.register_buffer("reference_energies", reference)
+        outputs = [self.energy_head.net[-1]] + ([] if self.force_head is None else [self.force_head.net[-1]])
+        init_weights(self, zero=outputs)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(energy [G] in eV, forces [A,3] in eV/Å) for every graph/atom of the batch."""
+        if self.force_head is None:
+            return self._conservative(batch)
+        energy, h, graph = self._energy(batch, batch.positions)
+        return energy, self.force_head(h, graph) * self.stats.force_scale
+
+    def _conservative(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        # Training backpropagates the force loss through the gradient, which
+        # needs create_graph; inference keeps no graph at all.
+        create_graph = self.training and torch.is_grad_enabled()
+        with torch.enable_grad():
+            positions = batch.positions
+            if not positions.requires_grad:
+                positions = positions.detach().requires_grad_(True)
+            energy, _, _ = self._energy(batch, positions)
+            (gradient,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+        if create_graph:
+            return energy, -gradient
+        return energy.detach(), -gradient.detach()
+
+    def _energy(self, batch: Batch, positions: Tensor) -> tuple[Tensor, Tensor, Graph]:
+        vectors = dataclasses.replace(batch, positions=positions).edge_vectors()
+        graph = build_graph(vectors, batch.edge_index, len(batch.atomic_numbers), self.basis)
+        h = self.embedding(batch.atomic_numbers)
+        for layer in self.layers:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(layer, h, graph, use_reentrant=False)
+            else:
+                h = layer(h, graph)
+        stats = self.stats
+        reference = self.reference_energies[batch.source[batch.graph_index], batch.atomic_numbers]
+        per_atom = self.energy_head(h) * stats.energy_scale + (stats.energy_shift + reference)
+        return scatter_sum(per_atom, batch.graph_index, batch.num_graphs), h, graph
+
+
+def conv_layers(config: ModelConfig, stats: DataStats) -> list[nn.Module]:
+    """The message-passing layers of `config.mpnn_type` (Table IV's search space)."""
+    hidden, radial, depth = config.hidden_dim, config.num_radial, config.num_conv_layers
+    if config.mpnn_type == "EGNN":
+        return [EGNNLayer(hidden, radial, max(stats.average_degree, 1.0)) for _ in range(depth)]
+    if config.mpnn_type == "PNA":
+        log_degree = average_log_degree(stats.degree_histogram)
+        return [PNALayer(hidden, radial, log_degree) for _ in range(depth)]
+    if config.mpnn_type == "SchNet":
+        return [SchNetInteraction(hidden, radial, hidden) for _ in range(depth)]
+    raise ValueError(f"unknown mpnn_type {config.mpnn_type!r}")
+
+
+def build_model(config: ModelConfig, stats: DataStats, activation_checkpointing: bool = False) -> EnergyForceModel:
+    return EnergyForceModel(config, stats, conv_layers(config, stats), activation_checkpointing)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

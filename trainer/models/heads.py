@@ -1,0 +1,40 @@
+"""Output heads: per-atom energy and direct (equivariant) forces, in normalised units.
+
+The model scales them to eV and eV/Å with the training data's statistics.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from trainer.models.layers import Graph, mlp, pair_terms, scatter_sum, silu
+
+
+class EnergyHead(nn.Module):
+    """e_i = MLP(h_i): num_fc_layers hidden layers of fc_dim, one output."""
+
+    def __init__(self, hidden: int, fc_dim: int, num_fc_layers: int):
+        super().__init__()
+        self.net = mlp([hidden] + [fc_dim] * num_fc_layers + [1])
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h).squeeze(-1)
+
+
+class DirectForceHead(nn.Module):
+    """F_i = sum_j w_ij fc(|r_ij|) r_ij/|r_ij| with an invariant weight w_ij = MLP(h_i, h_j, rbf).
+
+    A sum of unit vectors with invariant weights turns with the structure under
+    any rotation or reflection, so this head is equivariant whatever backbone
+    made h. Like the EGNN layer, the first Linear's node blocks run on atoms.
+    """
+
+    def __init__(self, hidden: int, num_radial: int, fc_dim: int, num_fc_layers: int):
+        super().__init__()
+        self.node_in = nn.Linear(hidden, 2 * fc_dim, bias=False)
+        self.edge_in = nn.Linear(num_radial + 1, fc_dim)
+        self.net = mlp([fc_dim] * num_fc_layers + [1])
+
+    def forward(self, h: Tensor, graph: Graph) -> Tensor:
+        pre = pair_terms(self.node_in(h), self.edge_in(graph.invariants), graph)
+        weight = self.net(silu(pre)) * graph.envelope.unsqueeze(-1)
+        return scatter_sum(weight * graph.unit, graph.target, graph.num_nodes)
