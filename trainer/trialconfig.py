@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
 from trainer import typed
+from trainer.atomicio import atomic_write_text
 from trainer.typed import Invalid, bounded
 
 MPNN_TYPES = ("EGNN", "PNA", "SchNet")
@@ -61,7 +64,8 @@ class TrainingConfig:
         default="plateau", metadata={"doc": "plateau halves the rate when validation stalls"})
     gradient_clip: float | None = bounded(10.0, low=0.0, low_exclusive=True, doc="max gradient norm; null: off")
     energy_weight: float = bounded(1.0, low=0.0, doc="loss weight of energy per atom")
-    force_weight: float = bounded(1.0, low=0.0, doc="loss weight of forces")
+    # Measured on ethanol (SMALL EGNN, 30 epochs): weight 10 gave the lowest force error; 1 and 100 did worse.
+    force_weight: float = bounded(10.0, low=0.0, doc="loss weight of forces")
     seed: int = bounded(0, low=0)
     precision: Literal["fp32", "fp64", "bf16"] = field(default="fp32", metadata={"doc": "bf16: autocast on GPU"})
     activation_checkpointing: bool = field(default=False, metadata={"doc": "recompute each conv layer in backward"})
@@ -98,3 +102,12 @@ def load_trial(trial_dir: str | Path) -> TrialConfig:
     data = DataConfig(sources=sources, max_train_samples=config.data.max_train_samples)
     return TrialConfig(data=data, model=config.model, training=config.training,
                        output=config.output, name=config.name)
+
+
+def write_trial(trial_dir: str | Path, config: TrialConfig) -> Path:
+    """Write TRIAL_DIR/trial.yaml (atomically), creating the directory."""
+    trial_dir = Path(trial_dir)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    path = trial_dir / TRIAL_FILE
+    atomic_write_text(path, yaml.safe_dump(typed.to_dict(config), sort_keys=False))
+    return path

@@ -227,3 +227,44 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             return value
         raise Invalid(key, f"expected a string, got {_kind(value)}")
     raise TypeError(f"schema type {tp!r} at {key} is not supported")  # a bug in a schema, not user input
+
+
+def commented_yaml(obj: Any, indent: int = 0) -> str:
+    """`obj` (a schema instance) as YAML with each field's `doc` and bounds as comments."""
+    lines: list[str] = []
+    pad = "  " * indent
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        note = _field_note(f, hints[f.name])
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:{note}")
+            lines.append(commented_yaml(value, indent + 1))
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            lines.append(f"{pad}{f.name}:{note}")
+            for item in value:
+                body = commented_yaml(item, indent + 2).splitlines()
+                lines.append(f"{pad}  - {body[0].lstrip()}")
+                lines.extend(body[1:])
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+            text = text.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{f.name}: {text}{note}")
+    return "\n".join(lines)
+
+
+def _field_note(f: dataclasses.Field, tp: Any) -> str:
+    parts = []
+    doc = f.metadata.get("doc") if f.metadata else None
+    if doc:
+        parts.append(doc)
+    choices = [a for a in typing.get_args(tp) if typing.get_origin(a) is Literal]
+    if typing.get_origin(tp) is Literal:
+        choices = [tp]
+    for literal in choices:
+        parts.append("one of " + " | ".join(map(str, typing.get_args(literal))))
+    low, high = (f.metadata.get("low"), f.metadata.get("high")) if f.metadata else (None, None)
+    if low is not None or high is not None:
+        parts.append(f"range {'>' if f.metadata.get('low_exclusive') else ''}{low if low is not None else ''}"
+                     f"..{high if high is not None else ''}")
+    return f"  # {'; '.join(parts)}" if parts else ""
