@@ -67,6 +67,8 @@ def trial_command(site: SiteConfig, slice: Slice, trial_dir: str | Path, *,
     """
     trainer = [*site.trainer_command, str(Path(trial_dir))]
     ranks = len(slice.nodes) * site.ranks_per_node
+    if site.launcher == "none":
+        return trainer
     if site.launcher == "mpiexec":
         # Local "nodes" are shares of this machine: one process group of all the ranks.
         return trainer if ranks == 1 else ["mpiexec", "-n", str(ranks), *trainer]

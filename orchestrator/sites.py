@@ -37,7 +37,9 @@ class SiteConfig:
     name: str = field(metadata={"doc": "the site's name, used in logs and job names"})
     scheduler: Literal["slurm", "local"] = field(
         metadata={"doc": "slurm: trials are srun steps inside the manager's allocation; local: processes on this machine"})
-    launcher: Literal["srun", "mpiexec"] = field(metadata={"doc": "the program that starts a trial's ranks"})
+    launcher: Literal["srun", "mpiexec", "none"] = field(
+        metadata={"doc": "the program that starts a trial's ranks; none: run the trainer command once per trial "
+                         "(a command that starts its own ranks, or a stand-in for simulations)"})
     ranks_per_node: int = bounded(1, low=1, doc="ranks (DDP processes) per node: usually one per GPU")
     cpus_per_rank: int = bounded(1, low=1, doc="cores given to each rank (srun --cpus-per-task)")
     gpus_per_rank: int = bounded(0, low=0, doc="GPUs per rank (srun --gpus-per-task); 0: none requested")
@@ -66,8 +68,8 @@ class SiteConfig:
     def check(self) -> None:
         if self.launcher == "srun" and self.scheduler != "slurm":
             raise Invalid("launcher", "srun needs scheduler: slurm")
-        if self.scheduler == "local" and self.launcher != "mpiexec":
-            raise Invalid("launcher", "a local site starts trials with mpiexec")
+        if self.scheduler == "local" and self.launcher == "srun":
+            raise Invalid("launcher", "a local site starts trials with mpiexec (or none)")
         if not self.trainer_command:
             raise Invalid("trainer_command", "must name a program")
         for i, flag in enumerate(self.launch_flags):

@@ -179,6 +179,12 @@ class TrialDB:
             "SELECT status, COUNT(*) FROM trials WHERE ? IS NULL OR phase = ? GROUP BY status", (phase, phase))})
         return found
 
+    def best(self, phase: str | None = None) -> tuple[int, float] | None:
+        """(trial id, objective) of the best completed trial, or None (one indexed query: cheap to poll)."""
+        rows = self._query("SELECT trial_id, objective FROM trials WHERE status = 'completed' "
+                           "AND (? IS NULL OR phase = ?) ORDER BY objective, trial_id LIMIT 1", (phase, phase))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def excluded_nodes(self) -> dict[str, str]:
         return dict(self._query("SELECT node, reason FROM excluded_nodes ORDER BY at, node"))
 

@@ -70,6 +70,8 @@ class SpaceFile:
     backend: Literal["cbo", "skopt-gp", "random"] = "cbo"
     optimizer: dict[str, Any] = field(default_factory=dict, metadata={"doc": "backend settings (checked by the backend)"})
     fixed: dict[str, Any] = field(default_factory=dict, metadata={"doc": "dotted trial.yaml overrides for every trial"})
+    initial_points: list[dict[str, Any]] = field(
+        default_factory=list, metadata={"doc": "configurations evaluated before the optimiser proposes any"})
 
     def check(self) -> None:
         if not self.parameters:
@@ -138,6 +140,7 @@ class SearchSpace:
     parameters: tuple[Parameter, ...]
     optimizer: dict[str, Any] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
+    initial_points: tuple[Params, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -179,7 +182,8 @@ class SearchSpace:
         """The space as the YAML mapping it came from (explicit paths); `parse_space` reads it back."""
         return {"backend": self.backend,
                 "parameters": {p.name: p.to_spec() for p in self.parameters},
-                "optimizer": typed.to_dict(self.optimizer), "fixed": typed.to_dict(self.fixed)}
+                "optimizer": typed.to_dict(self.optimizer), "fixed": typed.to_dict(self.fixed),
+                "initial_points": [dict(p) for p in self.initial_points]}
 
 
 # -- loading ------------------------------------------------------------------
@@ -222,8 +226,19 @@ def parse_space(mapping: Any, source: str = "<search space>") -> SearchSpace:
             _set_paths(trial, {path: value}, source)
             typed.build(TrialConfig, trial, source=f"{source}: {key}.{end}")
         parameters.append(parameter)
-    return SearchSpace(source=source, backend=spec.backend, parameters=tuple(parameters),
-                       optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
+    space = SearchSpace(source=source, backend=spec.backend, parameters=tuple(parameters),
+                        optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
+    initial = []
+    for i, point in enumerate(spec.initial_points):
+        try:
+            initial.append(space.check_params(point))
+        except ConfigError as err:
+            problem = str(err).split(": ", 1)[-1]  # drop the source, already named below
+            key = f"initial_points[{i}]"
+            problem = (f"{key}.{problem.removeprefix('parameters.')}" if problem.startswith("parameters.")
+                       else f"{key}: {problem}")
+            raise ConfigError(f"{source}: {problem}") from None
+    return dataclasses.replace(space, initial_points=tuple(initial))
 
 
 # -- internals ---------------------------------------------------------------

@@ -1,0 +1,84 @@
+"""Where a phase's trials come from: the optimiser (HPO) or a fixed list (ensemble members).
+
+The manager asks a source for proposals when slices are free and tells it
+every outcome; a source knows nothing of slices, launching or Slurm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from search_spaces import Params, SearchSpace
+from trainer.trialconfig import TrialConfig
+
+from orchestrator import search
+from orchestrator.trialdb import TrialDB
+
+
+@dataclass(frozen=True)
+class Proposal:
+    params: Params
+    config: TrialConfig
+    parent_id: int | None = None
+
+
+class TrialSource(Protocol):
+    phase: str
+
+    def restore(self, db: TrialDB) -> None:
+        """Catch up with a database written by an earlier manager (resume)."""
+
+    def remaining(self, created: int) -> int:
+        """How many more trials this phase will create, given `created` so far."""
+
+    def propose(self, n: int, created: int) -> list[Proposal]:
+        """Up to `n` new trials."""
+
+    def finished(self, params: Params, objective: float | None) -> None:
+        """A trial's outcome: its objective, or None for a failure."""
+
+
+class HpoSource:
+    """Asynchronous Bayesian optimisation: initial points first, then the optimiser's proposals."""
+
+    phase = "hpo"
+
+    def __init__(self, space: SearchSpace, optimizer: search.Optimizer, base: TrialConfig, max_evals: int):
+        self.space, self.optimizer, self.base, self.max_evals = space, optimizer, base, max_evals
+
+    def restore(self, db: TrialDB) -> None:
+        search.restore(self.optimizer, db, phase=self.phase)
+
+    def remaining(self, created: int) -> int:
+        return max(0, self.max_evals - created)
+
+    def propose(self, n: int, created: int) -> list[Proposal]:
+        n = min(n, self.remaining(created))
+        initial = list(self.space.initial_points[created:created + n])
+        if initial:
+            self.optimizer.add_pending(initial)  # so the optimiser does not propose them again
+        params = initial + (self.optimizer.ask(n - len(initial)) if n > len(initial) else [])
+        return [Proposal(p, self.space.apply(p, self.base)) for p in params]
+
+    def finished(self, params: Params, objective: float | None) -> None:
+        self.optimizer.tell([(params, objective)])
+
+
+class FixedSource:
+    """A given list of trials, in order (the ensemble's members)."""
+
+    def __init__(self, phase: str, proposals: Sequence[Proposal]):
+        self.phase = phase
+        self.proposals = list(proposals)
+
+    def restore(self, db: TrialDB) -> None:
+        pass  # nothing learns from outcomes; the count of created trials says where we are
+
+    def remaining(self, created: int) -> int:
+        return max(0, len(self.proposals) - created)
+
+    def propose(self, n: int, created: int) -> list[Proposal]:
+        return self.proposals[created:created + n]
+
+    def finished(self, params: Params, objective: float | None) -> None:
+        pass
