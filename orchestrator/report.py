@@ -25,6 +25,7 @@ from trainer.atomicio import atomic_write_bytes, atomic_write_json, atomic_write
 from trainer.errors import UserError
 
 from orchestrator import runconfig
+from orchestrator.status import planned_slices, slice_count, utilisation
 from orchestrator.trialschema import STATUSES, Trial, database_path
 
 if TYPE_CHECKING:
@@ -234,7 +235,6 @@ def plot_slice_timeline(trials: "pandas.DataFrame", events: "pandas.DataFrame", 
     import pandas as pd
     from matplotlib.patches import Patch
 
-    from orchestrator.status import utilisation
 
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     if phases is not None:
@@ -314,18 +314,17 @@ def write_report(run_dir: str | Path, out_dir: str | Path, top: int = 10) -> lis
 
 def timeline_size(trials: "pandas.DataFrame", slices: int | None) -> tuple[float, float]:
     """A figure size (inches) for the slice timeline: a few tenths of an inch per slice."""
-    rows = max(slices or 0, _slices_used(trials))
+    rows = slice_count(trials, slices)
     return 10.0, min(2.5 + 0.3 * rows, 30.0)
 
 
 def summary(run_dir: Path, trials: "pandas.DataFrame", slices: int | None, now: "pandas.Timestamp") -> dict:
     """Per phase: trial counts by status, the best trial, slice utilisation."""
-    from orchestrator.status import utilisation
 
     phases = {}
     for phase, group in trials.groupby("phase", sort=False):
         top = best_trials(group, 1, phase)
-        rows = max(slices or 0, _slices_used(group))
+        rows = slice_count(group, slices)
         phases[phase] = {
             "counts": {status: int((group["status"] == status).sum()) for status in STATUSES},
             "best": None if top.empty else {"trial_id": int(top["trial_id"].iloc[0]),
@@ -335,24 +334,10 @@ def summary(run_dir: Path, trials: "pandas.DataFrame", slices: int | None, now: 
     return {"run_dir": str(Path(run_dir).resolve()), "written_at": now.isoformat(), "phases": phases}
 
 
-def planned_slices(run_dir: Path) -> int | None:
-    """Slices the run was planned with, where run.yaml says (nodes and nodes per trial both given)."""
-    if not (Path(run_dir) / runconfig.RUN_FILE).exists():
-        return None
-    settings = runconfig.load(Path(run_dir))
-    if settings.nodes and settings.nodes_per_trial:
-        return settings.nodes // settings.nodes_per_trial
-    return None
-
-
 # -- helpers --------------------------------------------------------------------------------
 
 def _phase(trials: "pandas.DataFrame", phase: str | None) -> "pandas.DataFrame":
     return trials if phase is None else trials[trials["phase"] == phase]
-
-
-def _slices_used(trials: "pandas.DataFrame") -> int:
-    return int(trials["slice_index"].max()) + 1 if trials["slice_index"].notna().any() else 0
 
 
 def _seconds(times: "pandas.Series", start: "pandas.Timestamp") -> "pandas.Series":

@@ -14,6 +14,22 @@ from orchestrator.trialdb import load_trials
 from orchestrator.trialschema import STATUSES, database_path
 
 
+def planned_slices(run_dir: Path) -> int | None:
+    """Slices the run was planned with, where run.yaml says (nodes and nodes per trial both given)."""
+    if not (Path(run_dir) / runconfig.RUN_FILE).exists():
+        return None
+    settings = runconfig.load(Path(run_dir))
+    if settings.nodes and settings.nodes_per_trial:
+        return settings.nodes // settings.nodes_per_trial
+    return None
+
+
+def slice_count(trials, planned: int | None = None) -> int:
+    """Slices of a run: as planned, or as many as trials were seen on (an allocation's size is not on record)."""
+    used = int(trials["slice_index"].max()) + 1 if trials["slice_index"].notna().any() else 0
+    return max(planned or 0, used)
+
+
 def utilisation(trials, slices: int, now: float) -> float | None:
     """Busy slice-time / (slices x time since the first trial started)."""
     started = trials["started_at"].dropna()
@@ -40,9 +56,7 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
         counts = {status: int((group["status"] == status).sum()) for status in STATUSES}
         completed = group[group["status"] == "completed"].sort_values("objective").head(top)
         running = group[group["status"] == "running"]
-        slices = int(group["slice_index"].max()) + 1 if group["slice_index"].notna().any() else 0
-        if settings.nodes and settings.nodes_per_trial:
-            slices = settings.nodes // settings.nodes_per_trial
+        slices = slice_count(group, planned_slices(run_dir))
         report["phases"][phase] = {
             "counts": counts,
             "best": [{"trial_id": int(r.trial_id), "objective": float(r.objective),

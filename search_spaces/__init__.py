@@ -111,6 +111,12 @@ class Parameter:
             if value not in self.choices:
                 raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")
             return str(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1.0e30 (no sign in the exponent) as a string; take what a person means.
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"expected a number, got {value!r}")
         if self.kind == "int":
