@@ -1,5 +1,6 @@
 """`gfm-ensemble`: predict with a deep ensemble (mean ± std), evaluate its uncertainty, calibrate it.
 
+  gfm-ensemble train RUN_DIR --top-k K [--max-epochs 40] [--patience P] [--foreground]
   gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
   gfm-ensemble evaluate ENSEMBLE_DIR LABELLED [-o OUTDIR] [--split testset]
   gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
@@ -21,6 +22,7 @@ from typing import Sequence
 from trainer import prediction_files
 from trainer.errors import UserError, run_cli
 from trainer.manifest import MANIFEST_FILE as MANIFEST   # torch-free to import; torch loads per command
+from trainer.manifest import read_manifest
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gfm-ensemble", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
+                                              "make RUN_DIR/ensemble")
+    train.add_argument("run_dir", type=Path)
+    train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
+    train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
+    train.add_argument("--patience", type=int, default=10,
+                       help="stop a member after this many epochs without a better validation loss [10]")
+    train.add_argument("--foreground", action="store_true",
+                       help="on a Slurm site outside an allocation: run here instead of submitting a batch job")
     predict = commands.add_parser("predict", help="energies and forces as mean ± std over the members")
     predict.add_argument("structures", type=Path, help="structure file (all frames are predicted)")
     predict.add_argument("-e", "--ensemble", type=Path, help="ensemble directory (default: see above)")
@@ -103,11 +114,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if output.resolve() == args.structures.resolve():
         raise UserError(f"-o {output}: would overwrite the input")
     ensemble_dir = args.ensemble or find_ensemble()
+    # Cheap checks first: a missing ensemble or a malformed file fails before torch is imported.
+    read_manifest(ensemble_dir)
     from trainer.data.structures import read_structures
+
+    structures = read_structures(args.structures)
     from trainer.predict import Ensemble
 
     ensemble = Ensemble.load(ensemble_dir, args.device)
-    structures = read_structures(args.structures)
     bar = Bar(len(structures), args.batch_size)
     try:
         pred = ensemble.predict(structures, args.batch_size, members=args.members, source=args.source, progress=bar)
@@ -121,11 +135,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _labelled_run(args: argparse.Namespace, default_split: str):
     _check_batch_size(args)
+    read_manifest(args.ensemble)   # cheap checks first, as in cmd_predict
     from trainer.evaluate import read_labelled
+
+    labelled = read_labelled(args.labelled, args.split, default_split)
     from trainer.predict import Ensemble
 
-    ensemble = Ensemble.load(args.ensemble, args.device)
-    return ensemble, read_labelled(args.labelled, args.split, default_split)
+    return Ensemble.load(args.ensemble, args.device), labelled
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -177,7 +193,40 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "info": cmd_info}
+def cmd_train(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
+    from orchestrator import runconfig
+    from orchestrator.display import LiveStatus
+    from orchestrator.ensemble import EnsemblePlan, build_ensemble, train_members
+    from orchestrator.sites import load_site
+    from orchestrator.submit import submit_manager
+    from trainer.result import EXIT_INTERRUPTED
+
+    for flag, value in (("--top-k", args.top_k), ("--max-epochs", args.max_epochs), ("--patience", args.patience)):
+        if value < 1:
+            raise UserError(f"{flag}: must be at least 1, got {value}")
+    run_dir = args.run_dir.resolve()
+    settings = runconfig.load(run_dir)
+    site = load_site(settings.site)
+    if site.scheduler == "slurm" and "SLURM_JOB_ID" not in os.environ and not args.foreground:
+        command = [sys.executable, "-m", "orchestrator.ensemble_cli", "train", str(run_dir), "--top-k",
+                   str(args.top_k), "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
+                   "--foreground"]
+        job = submit_manager(site, run_dir, settings.nodes, settings.walltime, command, phase="ensemble")
+        print(f"submitted batch job {job}; the ensemble will be in {run_dir / 'ensemble'}")
+        return 0
+    status = train_members(run_dir, EnsemblePlan(args.top_k, args.max_epochs, args.patience),
+                           display=LiveStatus())
+    if status == EXIT_INTERRUPTED:
+        return status
+    directory = build_ensemble(run_dir)
+    print(f"ensemble of {len(read_manifest(directory).members)} members in {directory}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "info": cmd_info}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,3 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_main() -> None:  # pragma: no cover - console entry point
     run_cli(main, "gfm-ensemble")
+
+
+if __name__ == "__main__":  # the batch job runs `python -m orchestrator.ensemble_cli train ...`
+    run_main()

@@ -2,6 +2,7 @@
 faults recorded as data, and resume after the manager is killed."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -68,11 +69,11 @@ def test_batch_job_runs_ddp_trials_on_disjoint_slices(tmp_path, slurm_cluster, t
     job = done.stdout.split("submitted batch job ")[1].split(";")[0].strip()
     assert job.isdigit() and (run / "hpo.sbatch").exists()
 
-    def job_gone():
+    def job_gone(job: str) -> bool:
         queue = slurm_cluster.run("squeue", "--noheader", f"--jobs={job}", check=False)
         return queue.returncode != 0 or not queue.stdout.strip()
 
-    wait_until(job_gone, 600, f"batch job {job} to finish")
+    wait_until(lambda: job_gone(job), 600, f"batch job {job} to finish")
     log = "\n".join(p.read_text() for p in run.glob("hpo-*.out"))
     trials = load_trials(run)
     assert len(trials) == 4 and set(trials["status"]) == {"completed"}, (trials[["status", "error"]], log)
@@ -82,6 +83,21 @@ def test_batch_job_runs_ddp_trials_on_disjoint_slices(tmp_path, slurm_cluster, t
         assert sorted(result["hostnames"]) == sorted(row.nodes)  # the ranks ran on the slice's nodes
         assert set(row.nodes) <= set(slurm_cluster.nodes)
     assert set(trials["slice_index"]) == {0, 1}
+    assert_disjoint_when_concurrent(trials)
+
+    # The ensemble phase of the same run, as its own batch job: members are srun steps on the slices.
+    done = subprocess.run([BIN / "gfm-ensemble", "train", run, "--top-k", "2", "--max-epochs", "3",
+                           "--patience", "2"], env=slurm_cluster.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job = done.stdout.split("submitted batch job ")[1].split(";")[0].strip()
+    wait_until(lambda: job_gone(job), 600, f"ensemble batch job {job} to finish")
+    log = "\n".join(p.read_text() for p in run.glob("ensemble-*.out"))
+    trials = load_trials(run)
+    members = trials[trials["phase"] == "ensemble"]
+    assert len(members) == 2 and set(members["status"]) == {"completed"}, log
+    assert all(result_of(d)["world_size"] == 2 for d in members["trial_dir"])
+    manifest = json.loads((run / "ensemble" / "manifest.json").read_text())
+    assert sorted(m["trial_id"] for m in manifest["members"]) == sorted(members["trial_id"].tolist()), log
     assert_disjoint_when_concurrent(trials)
 
 

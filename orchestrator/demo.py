@@ -1,0 +1,101 @@
+"""The embedded default (`scripts/demo.sh`): a complete small campaign on this machine.
+
+Real data when it is there (ethanol DFT frames from ../shared/data), otherwise
+slabs generated with ASE's EMT calculator, so a fresh clone works anywhere:
+  data -> HPO (local site, 2 slices, 2-epoch fidelity) -> top-3 ensemble ->
+  predict held-out structures (mean ± std) -> evaluate uncertainty -> report PNGs.
+Every step is the real console command, printed before it runs, so the
+output shows what to type on a supercomputer.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from trainer.errors import UserError, run_cli
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared" / "data" / "molecules"
+BIN = Path(sys.executable).parent
+
+
+def step(title: str, *command: str | Path) -> None:
+    argv = [str(c) for c in command]
+    shown = shlex.join([Path(argv[0]).name, *argv[1:]])
+    print(f"\n== {title}\n$ {shown}", flush=True)
+    started = time.time()
+    if subprocess.run([str(BIN / argv[0]) if "/" not in argv[0] else argv[0], *argv[1:]]).returncode != 0:
+        raise UserError(f"the step '{title}' failed (command: {shown})")
+    print(f"   ({time.time() - started:.0f} s)", flush=True)
+
+
+def prepare_data(data_dir: Path, train_frames: int, held_out: int) -> tuple[Path, Path, str]:
+    """(training structures, held-out structures, description); real ethanol, else EMT slabs."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    train, test = data_dir / "train.extxyz", data_dir / "held_out.extxyz"
+    if (SHARED / "ethanol_train.xyz.xz").exists():
+        import ase.io
+
+        from trainer.data.structures import read_structures
+
+        ase.io.write(train, read_structures(SHARED / "ethanol_train.xyz.xz")[:train_frames])
+        ase.io.write(test, read_structures(SHARED / "ethanol_test.xyz.xz")[:held_out])
+        return train, test, f"ethanol DFT frames from {SHARED} ({train_frames} + {held_out} held out)"
+    import ase.io
+
+    every = data_dir / "slabs.extxyz"
+    step("generate EMT slabs (no ../shared/data here)", "gfm-data", "generate", "--kind", "slabs",
+         "--count", str(train_frames + held_out), "--seed", "0", "--output", every)
+    frames = ase.io.read(every, ":")
+    ase.io.write(train, frames[:train_frames])
+    ase.io.write(test, frames[train_frames:])
+    return train, test, f"EMT slabs generated here ({train_frames} + {held_out} held out)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="campaign directory (default: demo/campaign-<time>)")
+    parser.add_argument("--trials", type=int, default=8, help="HPO trials [8]")
+    parser.add_argument("--members", type=int, default=3, help="ensemble members [3]")
+    args = parser.parse_args(argv)
+    out = (args.out or REPO / "demo" / time.strftime("campaign-%Y%m%d-%H%M%S")).resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out}: already exists and is not empty; choose another --out")
+    started = time.time()
+    train, held_out, description = prepare_data(out / "data", 600, 200)
+    print(f"data: {description}")
+    dataset = out / "data" / "train.bp"
+    run = out / "run"
+    step("convert to an ADIOS2 dataset (clean, split 80/10/10, neighbour lists)", "gfm-data", "convert",
+         "--name", "demo", "--output", dataset, train)
+    step("asynchronous Bayesian HPO (DeepHyper CBO) on 2 local slices, 2-epoch fidelity", "gfm-hpo", "launch",
+         "--site", "local", "--nodes", "2", "--max-evals", str(args.trials), "--epochs", "2",
+         "--space", "small", "--data", dataset, "--run-dir", run, "--set", "training.batch_size=16")
+    step("where the search stands", "gfm-hpo", "status", run)
+    step(f"train the top {args.members} configurations to convergence: the deep ensemble", "gfm-ensemble",
+         "train", run, "--top-k", str(args.members), "--max-epochs", "20", "--patience", "5")
+    predictions = out / "predictions.extxyz"
+    step("predict held-out structures: energy and forces as mean ± std", "gfm-ensemble", "predict", held_out,
+         "-e", run / "ensemble", "-o", predictions)
+    step("how good are the predictions and their uncertainty", "gfm-ensemble", "evaluate", run / "ensemble",
+         held_out, "-o", out / "evaluation")
+    step("figures of the search", "gfm-hpo", "report", run, "-o", out / "report")
+    print(f"\ncampaign done in {(time.time() - started) / 60:.1f} min; artefacts in {out}:")
+    for label, path in [("trial database (open with orchestrator.trialdb.load_trials)", run / "trials.db"),
+                        ("ensemble (manifest + members)", run / "ensemble"),
+                        ("predictions (energy_mean/std, forces_mean/std)", predictions),
+                        ("uncertainty evaluation (metrics.json, PNGs)", out / "evaluation"),
+                        ("search figures (PNGs)", out / "report"),
+                        ("notebook to inspect the trials", REPO / "notebooks" / "inspect_trials.ipynb")]:
+        print(f"  {label}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "demo")
