@@ -39,21 +39,20 @@ def prepare_data(data_dir: Path, train_frames: int, held_out: int) -> tuple[Path
     data_dir.mkdir(parents=True, exist_ok=True)
     train, test = data_dir / "train.extxyz", data_dir / "held_out.extxyz"
     if (SHARED / "ethanol_train.xyz.xz").exists():
-        import ase.io
-
+        from trainer import aseio
         from trainer.data.structures import read_structures
 
-        ase.io.write(train, read_structures(SHARED / "ethanol_train.xyz.xz")[:train_frames])
-        ase.io.write(test, read_structures(SHARED / "ethanol_test.xyz.xz")[:held_out])
+        aseio.write(train, read_structures(SHARED / "ethanol_train.xyz.xz")[:train_frames])
+        aseio.write(test, read_structures(SHARED / "ethanol_test.xyz.xz")[:held_out])
         return train, test, f"ethanol DFT frames from {SHARED} ({train_frames} + {held_out} held out)"
-    import ase.io
+    from trainer import aseio
 
     every = data_dir / "slabs.extxyz"
     step("generate EMT slabs (no ../shared/data here)", "gfm-data", "generate", "--kind", "slabs",
          "--count", str(train_frames + held_out), "--seed", "0", "--output", every)
-    frames = ase.io.read(every, ":")
-    ase.io.write(train, frames[:train_frames])
-    ase.io.write(test, frames[train_frames:])
+    frames = aseio.read(every, ":")
+    aseio.write(train, frames[:train_frames])
+    aseio.write(test, frames[train_frames:])
     return train, test, f"EMT slabs generated here ({train_frames} + {held_out} held out)"
 
 

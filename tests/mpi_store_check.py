@@ -34,11 +34,11 @@ def read_structures(path: Path, count: int) -> list:
     Decompressing to memory first: ase.io.read on the .xz itself seeks through
     the compressed stream and took minutes for the 1085 OC20 frames here.
     """
-    import ase.io
+    from trainer import aseio
 
     with lzma.open(path, "rt") as handle:
         text = handle.read()
-    return ase.io.read(io.StringIO(text), f":{count}", format="extxyz")
+    return aseio.read(io.StringIO(text), f":{count}", format="extxyz")
 
 
 def labelled_graphs(structures: list) -> GraphArrays:

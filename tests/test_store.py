@@ -16,6 +16,7 @@ from trainer.data.adiosfile import DatasetFileError, DatasetInfo, write_dataset
 from trainer.data.loader import EpochLoader
 from trainer.data.sampler import plan_epoch
 from trainer.data.store import DistributedStore, sample_bytes, share_bounds
+from trainer import distributed
 from trainer.errors import UserError
 
 
@@ -46,8 +47,7 @@ def test_shares_tile_the_split_with_near_equal_bytes(sources):
 @pytest.mark.parametrize("comm", ["none", "self"])
 def test_one_process_holds_all_sources_in_order(sources, comm):
     if comm == "self":
-        from mpi4py import MPI
-        comm = MPI.COMM_SELF  # a real communicator of size 1
+        comm = distributed.mpi().COMM_SELF  # a real communicator of size 1
     store = DistributedStore(sources, "trainset", None if comm == "none" else comm)
     assert [info.name for info in store.infos] == ["ethanol", "oc20"]
     assert store.num_samples == 45 and store.owned == range(45)

@@ -83,14 +83,26 @@ def _pick_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
+def mpi():
+    """mpi4py's MPI module, initialised.
+
+    Importing DeepHyper's evaluator sets mpi4py.rc.initialize = False for the
+    whole process; MPI is then never initialised, and the first use of a
+    communicator aborts the process without a word.
+    """
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized():
+        MPI.Init()
+    return MPI
+
+
 def init(device: str = "auto", threads: int | None = None, timeout_s: float = 600.0) -> Context:
     """Join the trial's ranks: MPI communicator, torch.distributed process group, device, threads."""
     launcher, rank, world, local_rank, local_world = discover()
     comm = None
     if world > 1 and launcher in ("srun", "mpiexec"):
-        from mpi4py import MPI
-
-        comm = MPI.COMM_WORLD
+        comm = mpi().COMM_WORLD
         if comm.Get_size() != world:
             raise RuntimeError(f"{launcher} says {world} ranks but MPI sees {comm.Get_size()}: "
                                "under srun use --mpi=pmi2 with the mpich wheel")

@@ -52,7 +52,7 @@ def writer_for(output: Path) -> Writer:
 
 
 def write_extxyz(path: Path, structures: Sequence[Atoms], pred: "Prediction", ensemble: str) -> None:
-    import ase.io
+    from trainer import aseio
 
     frames = []
     for index, source in enumerate(structures):
@@ -70,7 +70,7 @@ def write_extxyz(path: Path, structures: Sequence[Atoms], pred: "Prediction", en
             atoms.arrays["member_forces"] = pred.member_forces[:, rows].transpose(1, 0, 2).reshape(len(atoms), -1)
         frames.append(atoms)
     with atomic_output(path) as tmp:
-        ase.io.write(str(tmp), frames, format="extxyz")
+        aseio.write(str(tmp), frames, format="extxyz")
 
 
 def summary_rows(structures: Sequence[Atoms], pred: "Prediction") -> tuple[list[str], list[list]]:

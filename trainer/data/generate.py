@@ -177,9 +177,9 @@ def generate(options: GenerateOptions) -> list[Atoms]:
 
 def write_frames(path: str | Path, frames: list[Atoms], overwrite: bool = False) -> None:
     """extxyz with the labels in the calculator results, written atomically."""
-    import ase.io
+    from trainer import aseio
 
     from trainer.atomicio import atomic_output
 
     with atomic_output(path, overwrite=overwrite) as tmp:
-        ase.io.write(tmp, frames, format="extxyz")
+        aseio.write(tmp, frames, format="extxyz")

@@ -30,6 +30,7 @@ import ase.io.formats
 import numpy as np
 from ase import Atoms, units
 
+from trainer import aseio
 from trainer.errors import UserError
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "total_energy")
@@ -112,12 +113,12 @@ def read_frames(plain: Path, fmt: str, shown: Path, byte_range: tuple[int, int] 
     """All frames of an uncompressed file, or those in `byte_range` of an xyz/extxyz file."""
     try:
         if byte_range is None:
-            frames = ase.io.read(str(plain), ":", format=fmt)
+            frames = aseio.read(str(plain), ":", format=fmt)
         else:
             with open(plain, "rb") as handle:
                 handle.seek(byte_range[0])
                 text = handle.read(byte_range[1] - byte_range[0]).decode()
-            frames = ase.io.read(io.StringIO(text), ":", format=fmt)
+            frames = aseio.read(io.StringIO(text), ":", format=fmt)
     except Exception as err:  # each ASE reader raises its own kinds of error on malformed input
         raise StructureFileError(f"{shown}: not readable as {fmt} ({one_line(err)})") from None
     if isinstance(frames, Atoms):
