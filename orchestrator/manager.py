@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -127,11 +128,9 @@ class Manager:
         if len(queued) < len(free) and not self.timed_out():
             created = self.created()
             for proposal in self.source.propose(len(free) - len(queued), created):
-                trial_id = self.db.create_trial(self.phase, proposal.params,
-                                                str(self.trial_root / "{trial_id:05d}"), proposal.parent_id)
-                trial = self.db.get(trial_id)
-                write_trial(trial.trial_dir, proposal.config)
-                queued.append(trial)
+                trial_id = self.db.create_trial(self.phase, proposal.params, str(self.trial_root / "{trial_id:05d}"),
+                                                proposal.parent_id, prepare=partial(write_trial, config=proposal.config))
+                queued.append(self.db.get(trial_id))
         for trial, slice in zip(queued, free):
             self._start(trial, slice)
 

@@ -21,7 +21,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from orchestrator.trialschema import (BUSY_TIMEOUT_MS, CURVE_COLUMNS, DB_NAME, FINISHED, PHASES, SCHEMA,
                                       SCHEMA_VERSION, STATUSES, TRANSITIONS, Trial, TransitionError,
@@ -67,8 +67,14 @@ class TrialDB:
     # -- state changes (each one a committed transaction) --------------------------
 
     def create_trial(self, phase: str, params: dict[str, Any], trial_dir: str | None = None,
-                     parent_id: int | None = None) -> int:
-        """A new queued trial; `trial_dir` may contain "{trial_id}" (e.g. "trials/{trial_id:05d}")."""
+                     parent_id: int | None = None, prepare: Callable[[str], None] | None = None) -> int:
+        """A new queued trial; `trial_dir` may contain "{trial_id}" (e.g. "trials/{trial_id:05d}").
+
+        `prepare(trial_dir)` (writing the trial's trial.yaml) runs inside the
+        transaction: a manager killed between the two would otherwise leave a
+        queued trial with nothing to run, while one killed inside it leaves
+        no row, and the directory is prepared again under the same id.
+        """
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
         now = time.time()
@@ -77,8 +83,10 @@ class TrialDB:
                                 "VALUES (?, 'queued', ?, ?, ?)", (phase, _json(params), parent_id, now))
             trial_id = cursor.lastrowid
             if trial_dir is not None:
-                db.execute("UPDATE trials SET trial_dir = ? WHERE trial_id = ?",
-                           (str(trial_dir).format(trial_id=trial_id), trial_id))
+                trial_dir = str(trial_dir).format(trial_id=trial_id)
+                db.execute("UPDATE trials SET trial_dir = ? WHERE trial_id = ?", (trial_dir, trial_id))
+                if prepare is not None:
+                    prepare(trial_dir)
             self._event(db, trial_id, "queued", now, {"phase": phase})
         return trial_id
 

@@ -69,6 +69,22 @@ def test_state_machine_and_events(tmp_path):
             db.create_trial("sweep", PARAMS)
 
 
+def test_a_trial_and_its_directory_are_created_together(tmp_path):
+    """A manager dying while it prepares a trial leaves no queued trial without a trial.yaml."""
+    prepared = []
+
+    def dies_while_writing(trial_dir: str) -> None:
+        prepared.append(trial_dir)
+        raise KeyboardInterrupt  # stands for the SIGKILL between the row and the file
+
+    with TrialDB(tmp_path) as db:
+        with pytest.raises(KeyboardInterrupt):
+            db.create_trial("hpo", PARAMS, "trials/{trial_id:05d}", prepare=dies_while_writing)
+        assert db.trials() == [] and prepared == ["trials/00001"]
+        t = db.create_trial("hpo", PARAMS, "trials/{trial_id:05d}", prepare=prepared.append)
+        assert prepared[-1] == db.get(t).trial_dir and [x.trial_id for x in db.trials()] == [t]
+
+
 def test_wal_mode_meta_and_excluded_nodes(tmp_path):
     with TrialDB(tmp_path) as db:
         db.set_meta("command", ["gfm-hpo", "launch", "--nodes", "8"])
