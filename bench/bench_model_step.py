@@ -13,8 +13,9 @@ hidden 50, head 50,50; MEDIUM = 4 layers, hidden 256, head 256,256.
 Baselines, measured in the same run (the machine is shared, so cases are
 interleaved: each repeat times every case once, and the best repeat counts):
   - "textbook" layers in the same model: EGNN's edge MLP applied to the
-    gathered concatenation [h_i, h_j, d^2, rbf], and PyG's own PNAConv and
-    SchNet InteractionBlock (training step, direct forces);
+    gathered concatenation [h_i, h_j] (the same function as ours, every
+    Linear on edge rows), and PyG's own PNAConv and SchNet InteractionBlock
+    (training step, direct forces);
   - AdamW without fused=True (its per-parameter Python loop), SMALL EGNN.
 Ratios are ours / baseline (> 1: ours is faster). The targets are for the
 whole training loop (data loading and metrics come on top of this step).
@@ -40,7 +41,7 @@ from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
 from trainer.data.structures import read_structures
 from trainer.models import DataStats, build_model, count_parameters
-from trainer.models.layers import Graph, mlp, scatter_sum
+from trainer.models.layers import Graph, RadialFilter, mlp, scatter_sum
 from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,18 +56,23 @@ TARGETS = {("EGNN", "SMALL", "direct", "train"): 1900, ("EGNN", "SMALL", "conser
 
 
 class TextbookEGNN(nn.Module):
-    """EGNN as usually written: phi_e = Linear-SiLU-Linear-SiLU on the gathered [h_i, h_j, d^2, rbf]."""
+    """Our EGNN layer's function written the usual way: every Linear of phi_e on gathered edge rows.
+
+    m_ij = W_o (SiLU(W [h_i, h_j] + b) * W(|r_ij|)) per edge, then summed; ours
+    runs W on atoms before the gather and W_o on atoms after the sum.
+    """
 
     def __init__(self, hidden: int, num_radial: int, avg_degree: float):
         super().__init__()
-        self.edge_mlp = nn.Sequential(nn.Linear(2 * hidden + 1 + num_radial, hidden), nn.SiLU(),
-                                      nn.Linear(hidden, hidden), nn.SiLU())
+        self.edge_in = nn.Linear(2 * hidden, hidden)
+        self.filter = RadialFilter(num_radial, hidden)
+        self.edge_out = nn.Linear(hidden, hidden, bias=False)
         self.node_mlp = mlp([2 * hidden, hidden, hidden])
         self.norm = avg_degree ** -0.5
 
     def forward(self, h: torch.Tensor, graph: Graph) -> torch.Tensor:
-        pairs = torch.cat([h[graph.target], h[graph.source], graph.invariants], dim=-1)
-        messages = self.edge_mlp(pairs) * graph.envelope.unsqueeze(-1)
+        pairs = torch.cat([h[graph.target], h[graph.source]], dim=-1)
+        messages = self.edge_out(nn.functional.silu(self.edge_in(pairs)) * self.filter(graph))
         aggregated = scatter_sum(messages, graph.target, graph.num_nodes) * self.norm
         return h + self.node_mlp(torch.cat([h, aggregated], dim=-1))
 

@@ -20,7 +20,7 @@ from trainer.data.reference import degree_histogram, fit_reference_energies
 from trainer.data.structures import read_structures
 from trainer.models import DataStats, build_model, count_parameters
 from trainer.models.build import EnergyForceModel
-from trainer.models.layers import BesselBasis, Graph, build_graph
+from trainer.models.layers import BesselBasis, Graph, RadialFilter, build_graph, cosine_cutoff, init_weights
 from trainer.models.pna import AGGREGATORS, SCALERS, PNALayer, average_log_degree
 from trainer.models.schnet import SchNetInteraction
 from trainer.trialconfig import ModelConfig
@@ -130,6 +130,25 @@ def test_schnet_block_matches_pyg_interaction_block(mixed):
     h = torch.randn(len(batch.atomic_numbers), hidden, dtype=torch.float64)
     torch.testing.assert_close(ours.interact(h, graph), theirs(h, batch.edge_index, graph.distance, graph.radial),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_radial_filter_is_a_linear_map_of_the_basis_times_the_envelope():
+    """The envelope folded into the filter's input: W = (A rbf + b) fc, zero from the cut-off on."""
+    distance = torch.tensor([0.9, 1.5, 3.0, 4.9, 5.0, 5.5], dtype=torch.float64)
+    vectors = distance.unsqueeze(-1) * torch.tensor([[0.6, 0.0, 0.8]], dtype=torch.float64)
+    edge_index = torch.stack([torch.arange(1, 7), torch.zeros(6, dtype=torch.long)])
+    basis = BesselBasis(RADIUS, 8).double()
+    graph = build_graph(vectors, edge_index, 7, basis)
+    radial_filter = RadialFilter(8, 5).double()
+    with torch.no_grad():
+        radial_filter.linear.weight.normal_()
+    weight = radial_filter.linear.weight
+    expected = (basis(distance) @ weight[:, 1:].T + weight[:, 0]) * cosine_cutoff(distance, RADIUS).unsqueeze(-1)
+    torch.testing.assert_close(radial_filter(graph), expected, rtol=1e-12, atol=1e-12)
+    assert torch.all(radial_filter(graph)[-2:] == 0) and radial_filter(graph)[:4].abs().min() > 0
+    init_weights(radial_filter, zero=[])
+    assert torch.all(radial_filter.linear.weight[:, 0] == 0)  # b starts at zero, like every bias
+    assert torch.all(radial_filter.linear.weight[:, 1:] != 0)
 
 
 def train_outputs(model: EnergyForceModel, batch: Batch):
@@ -246,7 +265,9 @@ def test_small_egnn_learns_ethanol():
 
     Validation is measured every epoch and the best epoch counts, as the
     trainer keeps the best checkpoint: with a constant learning rate the
-    energy offset jitters from one epoch to the next.
+    energy offset jitters from one epoch to the next. Measured with the radial
+    filters: force 0.18 and energy 0.34 of the trivial errors (without them,
+    ~0.35 and ~0.85: the energy was hardly learned).
     """
     frames = read_structures(shared_file("molecules/ethanol_train.xyz.xz"))
     data = labelled(frames[:900])
@@ -282,6 +303,6 @@ def test_small_egnn_learns_ethanol():
     print(f"{EPOCHS} epochs in {time.perf_counter() - start:.1f} s; best validation force MAE "
           f"{force_mae:.3f} eV/Å (zero forces: {zero_force_mae:.3f}); best energy MAE "
           f"{best_energy_mae:.3f} eV (mean: {mean_energy_mae:.3f})")
-    assert force_mae < 0.6 * zero_force_mae
-    assert best_energy_mae < 0.9 * mean_energy_mae
+    assert force_mae < 0.3 * zero_force_mae
+    assert best_energy_mae < 0.6 * mean_energy_mae
     assert history[0][1] > force_mae * 1.3  # it learned, rather than starting there

@@ -52,7 +52,7 @@ class PNALayer(nn.Module):
         # edge_encoder then w_edge is one linear map of the radial basis.
         edge = nn.functional.linear(graph.radial, w_edge @ self.edge_encoder.weight,
                                     w_edge @ self.edge_encoder.bias + self.pre.bias)
-        return pair_terms(nodes, edge, graph)
+        return pair_terms(nodes, graph, edge)
 
     def aggregate(self, messages: Tensor, graph: Graph) -> Tensor:
         n, target = graph.num_nodes, graph.target
