@@ -44,8 +44,8 @@ import numpy as np
 import torch
 import yaml
 
+from benchio import RESULTS, save_result
 from trainer import typed
-from trainer.atomicio import atomic_write_json
 from trainer.data.adiosfile import DatasetReader
 from trainer.data.batch import Batch
 from trainer.data.structures import read_structures
@@ -54,7 +54,7 @@ from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
-RESULT = ROOT / "bench" / "results" / "accuracy.json"
+RESULT = RESULTS / "accuracy.json"
 BIN = Path(sys.executable).parent
 FRAMES = 1000
 SMALL = {"num_conv_layers": 3, "hidden_dim": 50, "num_fc_layers": 2, "fc_dim": 50}
@@ -168,7 +168,7 @@ def main() -> None:
                 "force_ratio_max": round(max(r["force_ratio"] for r in mine), 4),
                 "energy_ratio_mean": round(float(np.mean([r["energy_ratio"] for r in mine])), 4),
                 "meets_force_target": all(r["force_ratio"] <= FORCE_TARGET for r in mine)}
-    atomic_write_json(args.output, {
+    save_result(args.output, {
         "what": "test-set MAE after gfm-train on 800 ethanol frames, as a fraction of trivial predictors' MAE",
         "workload": {"data": str(DATA.relative_to(ROOT.parent)), "frames": FRAMES, "split": "800/100/100 seed 0",
                      "model": SMALL, "training": {"epochs": args.epochs, "batch_size": 32, "optimizer": "adam",

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from benchio import RESULTS, save_result
 import trainer.data.adiosfile  # noqa: F401  (imports vesin and torch, ~2 s: kept out of the timings)
-from trainer.atomicio import atomic_write_json
 from trainer.data.cleaning import SourceReport, clean
 from trainer.data.convert import ConvertOptions, Input, convert
 from trainer.data.generate import GenerateOptions, generate, write_frames
 from trainer.data.structures import extract_labels, read_structures
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "bench" / "results" / "convert.json"
+RESULT = RESULTS / "convert.json"
 ETHANOL = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
 
 
@@ -132,9 +132,7 @@ def main() -> None:
         "convert": runs, "phases_one_process": split, "xz_read": xz,
         "note": "shared 2-core machine; other jobs were running, so timings are noisy",
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULT, result)
-    print(f"wrote {RESULT}")
+    save_result(RESULT, result)
 
 
 if __name__ == "__main__":

@@ -51,13 +51,13 @@ from typing import Any
 
 import numpy as np
 
+from benchio import RESULTS, save_result
 from manager_probe import NODES, SITE_FILE, Probe, run_search
 from orchestrator.sites import load_site
 from orchestrator.trialdb import load_trials
-from trainer.atomicio import atomic_write_json
 from trainer.trialconfig import RESULT_FILE
 
-RESULT = Path(__file__).resolve().parent / "results" / "manager_scale.json"
+RESULT = RESULTS / "manager_scale.json"
 # name -> (optimiser settings, batched tells: the change proposed for the manager, see manager_probe.py)
 SETTINGS = {"ours": ("ours", False), "ours-batched": ("ours", True), "deephyper": ("deephyper", False),
             "random": ("random", False)}
@@ -262,8 +262,7 @@ def main() -> None:
 
 
 def save(args: argparse.Namespace, reports: list[dict[str, Any]]) -> None:
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.output, {
+    save_result(args.output, announce=False, payload={
         "what": "the real manager, trial database and Parsl on 8192 simulated nodes (32 slices of 256), "
                 "stand-in trials; per-trial seconds binned by evaluations told before the trial was proposed",
         "machine": {"node": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count()},

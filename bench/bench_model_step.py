@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.atomicio import atomic_write_json
+from benchio import RESULTS, save_result
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
@@ -46,7 +46,7 @@ from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
-RESULT = ROOT / "bench" / "results" / "model_step.json"
+RESULT = RESULTS / "model_step.json"
 SIZES = {"SMALL": dict(num_conv_layers=3, hidden_dim=50, fc_dim=50, num_fc_layers=2),
          "MEDIUM": dict(num_conv_layers=4, hidden_dim=256, fc_dim=256, num_fc_layers=2)}
 # graphs/s of the whole training loop and of inference, 2 cores (the project's targets)
@@ -232,7 +232,7 @@ def main() -> None:
                 else f"ours x{row['ratio_ours_to_this']}" if "ratio_ours_to_this" in row else "")
         print(f"{row['backbone']:8s} {row['size']:6s} {row['force_mode']:12s} {row['phase']:5s} {row['variant']:14s} "
               f"{row['graphs_per_s_best']:9.0f}  {row['graphs_per_s_median']:8.0f}  {note}")
-    atomic_write_json(args.output, {
+    save_result(args.output, {
         "what": "graphs/s of one training step (forward+backward+AdamW) and of inference (energy+forces)",
         "machine": {"node": platform.node(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                     "note": "shared machine: other processes ran at the same time; best of the repeats"},

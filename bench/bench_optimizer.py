@@ -34,11 +34,11 @@ from pathlib import Path
 
 import threadpoolctl
 
+from benchio import RESULTS, save_result
 from orchestrator.search import make_optimizer
 from search_spaces import SearchSpace, load_space, parse_space
-from trainer.atomicio import atomic_write_json
 
-RESULT = Path(__file__).resolve().parent / "results" / "optimizer.json"
+RESULT = RESULTS / "optimizer.json"
 EXTRA = {"learning_rate": {"low": 1e-4, "high": 1e-2, "prior": "log-uniform"},
          "batch_size": {"low": 8, "high": 64, "prior": "log-uniform"},
          "weight_decay": {"low": 0.0, "high": 0.1}}
@@ -133,15 +133,13 @@ def main() -> None:
     for backend, by_size in ratios.items():
         print(f"cbo-deephyper / {backend} (ask+tell p50): "
               + ", ".join(f"N={n}: {ratio:.1f}x" for n, ratio in by_size.items()))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.output, {
+    save_result(args.output, {
         "what": "seconds per ask(1) and tell(1) with --in-flight pending, after N told evaluations",
         "machine": {"node": platform.node(), "python": platform.python_version(), "cpus": os.cpu_count(),
                     "blas_threads": {i["internal_api"]: i["num_threads"] for i in threadpoolctl.threadpool_info()}},
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "space": bench_space("random").names, "results": results, "skipped_evals": skipped,
         "ratios_vs_cbo_deephyper_defaults": ratios})
-    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

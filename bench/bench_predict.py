@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from trainer.atomicio import atomic_write_json
+from benchio import RESULTS, save_result
 from trainer.checkpoint import save
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
@@ -47,7 +47,7 @@ from trainer.typed import to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
-RESULT = ROOT / "bench" / "results" / "predict.json"
+RESULT = RESULTS / "predict.json"
 RADIUS, MAX_NEIGHBOURS = 5.0, 50
 # name: (file, structures, batch size of the batched path)
 WORKLOADS = {"ethanol": ("molecules/ethanol_test.xyz.xz", 128, 128),
@@ -152,7 +152,7 @@ def main() -> None:
         }
         line = "  ".join(f"{c} {len(frames) / s:8.1f} structures/s ({atoms / s:9.0f} atoms/s)" for c, s in best.items())
         print(f"{name:<8} {line}  batched/loop x{results[name]['ratio_batched_over']['loop']:.1f}", flush=True)
-    atomic_write_json(RESULT, {
+    save_result(RESULT, {
         "what": "deep-ensemble inference (mean ± std of energy and forces) from ase.Atoms, neighbour lists included",
         "machine": {"node": platform.node(), "cpus": torch.get_num_threads(), "torch": torch.__version__,
                     "note": "shared machine: other processes ran at the same time; best of the repeats"},
@@ -160,7 +160,6 @@ def main() -> None:
                      "force_mode": args.force_mode, "threads": args.threads, "repeats": args.repeats,
                      "radius": RADIUS, "max_neighbours": MAX_NEIGHBOURS},
         "results": results})
-    print(f"wrote {RESULT}")
 
 
 if __name__ == "__main__":

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.atomicio import atomic_write_json
+from benchio import RESULTS, save_result
 from trainer.data.adiosfile import DatasetReader
 from trainer.data.convert import ConvertOptions, Input, convert
 from trainer.data.generate import GenerateOptions, generate, write_frames
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "bench" / "results" / "read.json"
+RESULT = RESULTS / "read.json"
 FIELDS = PER_GRAPH + PER_ATOM + PER_EDGE
 
 
@@ -128,9 +128,7 @@ def main() -> None:
               "layouts": rows, "ratio_adios2_over_npz_samples_per_s": ratio,
               "ratio_adios2_over_extxyz_samples_per_s": rows["adios2"]["samples_per_s"] / rows["extxyz_per_file"]["samples_per_s"],
               "note": "warm page cache; shared 2-core machine, timings are noisy"}
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULT, result)
-    print(f"wrote {RESULT}")
+    save_result(RESULT, result)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.atomicio import atomic_write_json
+from benchio import RESULTS, save_result
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.sampler import load_imbalance, plan_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "surfaces" / "oc20_debug_sub5.extxyz.xz"
-RESULT = ROOT / "bench" / "results" / "sampler_lif.json"
+RESULT = RESULTS / "sampler_lif.json"
 WORLDS = (2, 8)
 
 
@@ -144,9 +144,7 @@ def main() -> None:
         "note": "shared 2-core machine; times are noisy. Ratios > 1 favour the balanced sampler.",
     }
     print("planner:", result["planner_speed"])
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULT, result)
-    print(f"wrote {RESULT}")
+    save_result(RESULT, result)
 
 
 if __name__ == "__main__":

@@ -51,10 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, n
 
 import search_table  # noqa: E402
 from orchestrator.search import make_optimizer  # noqa: E402
-from trainer.atomicio import atomic_write_json  # noqa: E402
+from benchio import RESULTS, save_result  # noqa: E402
 from trainer.errors import UserError, run_cli  # noqa: E402
 
-RESULT = search_table.ROOT / "bench" / "results" / "search_quality.json"
+RESULT = RESULTS / "search_quality.json"
 BACKENDS = ("cbo", "skopt-gp", "random")
 
 
@@ -234,9 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", module="(deephyper|skopt|sklearn)")
         result = run_replay(args)
         print_summary(result)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.output, result)
-        print(f"wrote {args.output}")
+        save_result(args.output, result)
     return 0
 
 

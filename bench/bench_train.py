@@ -41,13 +41,13 @@ from pathlib import Path
 
 import torch
 
+from benchio import RESULTS, save_result
 import train_inprocess as inproc
 from train_runs import SIZES, Dataset, Run, convert, execute, ratio
-from trainer.atomicio import atomic_write_json
 from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "bench" / "results" / "train.json"
+RESULT = RESULTS / "train.json"
 BACKBONES = ("EGNN", "PNA", "SchNet")
 FORCE_MODES = ("direct", "conservative")
 # (dataset, backbone, size, forces, ranks): (HydraGNN graphs/s, target graphs/s), from the issue
@@ -263,7 +263,7 @@ def main() -> None:
 
     def save() -> None:
         report["elapsed_s"] = round(time.time() - started, 1)
-        atomic_write_json(args.output, report)
+        save_result(args.output, report, announce=False)
 
     print(f"converting datasets into {args.work_dir} ...", flush=True)
     data = {"ethanol": convert("ethanol", args.work_dir, None),
