@@ -2,7 +2,7 @@
 
     python bench/bench_manager_scale.py [--trials 2000] [--median-seconds 2]
         [--deephyper-trials 500] [--deephyper-timeout 240]
-        [--settings ours ours-batched deephyper random]
+        [--settings ours ours-per-trial deephyper random]
     smoke run (< 1 min): --trials 100 --median-seconds 0.5 --settings ours random
 
 The real manager, trial database, optimiser and Parsl launcher run searches on
@@ -26,8 +26,9 @@ and writes result.json. Per setting this reports:
   of a manager without overhead given the same durations (list scheduling).
 
 Settings: `ours` (packaged table_iv: cbo with orchestrator/optimizers.py's
-defaults); `ours-batched` (the same, with the outcomes of one pass of the loop
-told in one call: the change proposed for the manager); `deephyper` (the same
+defaults; the outcomes that finished since the last proposal told in one call,
+as orchestrator/sources.py does); `ours-per-trial` (the same, told one by one
+as they finish: the manager before that change); `deephyper` (the same
 space with deephyper.hpo.CBO's signature defaults, stopped after
 --deephyper-trials or --deephyper-timeout s: it takes seconds per tell);
 `random` (the zero-cost optimiser: the baseline of the ratios).
@@ -58,8 +59,8 @@ from orchestrator.trialdb import load_trials
 from trainer.trialconfig import RESULT_FILE
 
 RESULT = RESULTS / "manager_scale.json"
-# name -> (optimiser settings, batched tells: the change proposed for the manager, see manager_probe.py)
-SETTINGS = {"ours": ("ours", False), "ours-batched": ("ours", True), "deephyper": ("deephyper", False),
+# name -> (optimiser settings, one tell per finished trial instead of the manager's batched tells)
+SETTINGS = {"ours": ("ours", False), "ours-per-trial": ("ours", True), "deephyper": ("deephyper", False),
             "random": ("random", False)}
 # Per trial (wall seconds, and CPU seconds of the manager's thread for the optimiser's calls), per slice reuse.
 TRIAL_METRICS = ("ask", "tell", "tell_cpu", "db", "dispatch", "per_trial", "per_trial_cpu")
@@ -204,10 +205,10 @@ def print_tables(reports: list[dict[str, Any]]) -> None:
             print(f"{lo:>4d}-{hi:<5d} " + "".join(f"{c:>22s}" for c in cells))
     print()
     keys = list(reports[0]["summary"])
-    print(f"{'':28s}" + "".join(f"{name:>14s}" for name in names))
+    print(f"{'':28s}" + "".join(f"{name:>16s}" for name in names))
     for key in keys:
         values = [r["summary"][key] for r in reports]
-        print(f"{key:28s}" + "".join(f"{v:14.4g}" if isinstance(v, (int, float)) else f"{v!s:>14s}" for v in values))
+        print(f"{key:28s}" + "".join(f"{v:16.4g}" if isinstance(v, (int, float)) else f"{v!s:>16s}" for v in values))
 
 
 def ratios(reports: list[dict[str, Any]], baseline: str = "random") -> dict[str, dict[str, float]]:
@@ -240,13 +241,13 @@ def main() -> None:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for setting in args.settings:
-            optimizer, batch_tells = SETTINGS[setting]
+            optimizer, per_trial_tells = SETTINGS[setting]
             slow = optimizer == "deephyper"
             load = os.getloadavg()[0]
             probe, run_dir, cpu = run_search(setting, optimizer, args.deephyper_trials if slow else args.trials,
                                              timeout=args.deephyper_timeout if slow else None,
                                              median_seconds=args.median_seconds, seed=args.seed, work=work,
-                                             batch_tells=batch_tells)
+                                             per_trial_tells=per_trial_tells)
             report = analyse(setting, probe, run_dir, cpu, args.bin)
             report["summary"].update(load_average_before=load, load_average_after=os.getloadavg()[0])
             reports.append(report)

@@ -4,11 +4,9 @@ The parts are the library's own (TrialDB, HpoSource, Launcher, Manager), wired
 as orchestrator/runner.py wires them; timed subclasses record each call in a
 `Probe` without changing what the call does. Used by bench_manager_scale.py.
 
-`batch_tells=True` runs the change this benchmark proposes for the manager:
-the outcomes collected in one pass of the loop are told to the optimiser in
-one call (one surrogate refit) instead of one call per trial. It is modelled
-here without copying the manager's code: the source holds the tells and the
-manager subclass hands them over at the end of each collect.
+The source tells outcomes as the library does, held and told in one call
+before the next proposal; `per_trial_tells=True` is the baseline it replaced,
+one tell (one surrogate refit) per finished trial.
 """
 from __future__ import annotations
 
@@ -98,12 +96,13 @@ class TimedDB(TrialDB):
 
 
 class TimedSource(HpoSource):
-    def __init__(self, *args: Any, probe: Probe, batch_tells: bool = False):
+    def __init__(self, *args: Any, probe: Probe, per_trial_tells: bool = False):
         super().__init__(*args)
-        self.probe, self.batch_tells = probe, batch_tells
-        self.held: list[tuple[int | None, dict, float | None]] = []
+        self.probe, self.per_trial_tells = probe, per_trial_tells
+        self.held_trials: list[int | None] = []   # the trial of each held outcome
 
     def propose(self, n: int, created: int) -> list:
+        self.tell_outcomes()  # timed as a tell; the library's propose then finds nothing held
         with self.probe.timed("ask", "propose") as call:
             call["trials"] = []
             proposals = super().propose(n, created)
@@ -111,22 +110,20 @@ class TimedSource(HpoSource):
         return proposals
 
     def finished(self, params: dict, objective: float | None) -> None:
-        if self.batch_tells:
-            self.held.append((self.probe.recording, params, objective))
-            return
-        with self.probe.timed("tell", "finished", self.probe.recording):
-            super().finished(params, objective)
-        self.probe.tells.append(time.time())
+        super().finished(params, objective)
+        self.held_trials.append(self.probe.recording)
+        if self.per_trial_tells:
+            self.tell_outcomes()
 
-    def flush(self) -> None:
-        """Tell the held outcomes in one call (batch_tells)."""
-        if not self.held:
+    def tell_outcomes(self) -> None:
+        if not self.outcomes:
             return
-        with self.probe.timed("tell", "finished_batch") as call:
-            call["trials"] = [trial for trial, _, _ in self.held if trial is not None]
-            self.optimizer.tell([(params, objective) for _, params, objective in self.held])
-        self.probe.tells += [time.time()] * len(self.held)
-        self.held = []
+        with self.probe.timed("tell", "tell_outcomes") as call:
+            call["trials"] = [trial for trial in self.held_trials if trial is not None]
+            told = len(self.outcomes)
+            super().tell_outcomes()
+        self.probe.tells += [time.time()] * told
+        self.held_trials = []
 
 
 class TimedLauncher(Launcher):
@@ -158,7 +155,6 @@ class TimedManager(Manager):
     def _step(self, name: str, step: Callable[[], None]) -> None:
         with self.probe.timed("loop", name):
             step()
-            self.source.flush()
 
     def _collect(self) -> None:
         self._step("collect", super()._collect)
@@ -213,7 +209,7 @@ def space_file(optimizer: str, work: Path) -> str:
 
 
 def run_search(name: str, optimizer: str, trials: int, *, timeout: float | None, median_seconds: float,
-               seed: int, work: Path, batch_tells: bool = False) -> tuple[Probe, Path, dict[str, float]]:
+               seed: int, work: Path, per_trial_tells: bool = False) -> tuple[Probe, Path, dict[str, float]]:
     """Run one search to its end in WORK/NAME; the probe, the run directory, and CPU seconds used."""
     run_dir = work / name
     dummy = work / "dummy.bp"  # the stand-in reads no data; the manager only checks that it exists
@@ -236,7 +232,7 @@ def run_search(name: str, optimizer: str, trials: int, *, timeout: float | None,
             db.set_meta("space", space.to_mapping())
             db.set_meta("settings", typed.to_dict(settings))
             source = TimedSource(space, make_optimizer(space, settings.seed, run_dir / "optimizer"), base,
-                                 settings.max_evals, probe=probe, batch_tells=batch_tells)
+                                 settings.max_evals, probe=probe, per_trial_tells=per_trial_tells)
             with TimedLauncher(site, run_dir, max_trials=len(allocation.slices), probe=probe) as launcher:
                 code = TimedManager(settings, db, allocation, launcher, source, run_dir / runconfig.TRIALS_DIR,
                                     probe=probe).run()

