@@ -46,7 +46,6 @@ import train_inprocess as inproc
 from train_runs import SIZES, Dataset, Run, convert, execute, ratio
 from trainer.trialconfig import ModelConfig
 
-ROOT = Path(__file__).resolve().parent.parent
 RESULT = RESULTS / "train.json"
 BACKBONES = ("EGNN", "PNA", "SchNet")
 FORCE_MODES = ("direct", "conservative")
@@ -240,7 +239,7 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     parser.add_argument("--sections", nargs="+", default=["throughput", "memory", "inference", "baseline"],
                         choices=["throughput", "memory", "inference", "baseline"])
-    parser.add_argument("--work-dir", type=Path, default=ROOT / "bench" / "results" / "work",
+    parser.add_argument("--work-dir", type=Path, default=RESULTS / "work",
                         help="converted datasets and trial directories (outside git)")
     parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()

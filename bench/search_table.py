@@ -34,13 +34,13 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
+from benchio import RESULTS, save_result
 from search_spaces import Params, SearchSpace, load_space
-from trainer.atomicio import atomic_write_json
 from trainer.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
-TABLE = ROOT / "bench" / "results" / "search_table.json"
+TABLE = RESULTS / "search_table.json"
 WORK = ROOT / "runs" / "search_table"  # trial directories and the converted data (runs/ is not tracked)
 FRAMES = 1000
 EPOCHS = 2
@@ -168,7 +168,7 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
                 params = running.pop(future)
                 row = future.result()
                 table["points"][key(params)] = row
-                atomic_write_json(table_path, table)
+                save_result(table_path, table, announce=False)
                 objective = "failed: " + str(row["error"]) if row["objective"] is None else f"{row['objective']:.4f}"
                 report(f"[{len(table['points'])}/{len(grid_points())}] {key(params):22s} {objective}  "
                        f"{row['seconds']:.1f} s")
