@@ -45,12 +45,12 @@ import torch
 import yaml
 
 from benchio import RESULTS, save_result
-from trainer import typed
+from trainer.contract import typed
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.adiosfile import DatasetReader
 from trainer.data.batch import Batch
 from trainer.data.structures import read_structures
 from trainer.models.build import DataStats, build_model
-from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
@@ -95,7 +95,7 @@ def test_errors(best: Path, data: Path) -> dict[str, float]:
     """Model and baseline errors on the test split, from best.pt."""
     state = torch.load(best, weights_only=True)
     stats = DataStats.from_dict(state["stats"])
-    model = build_model(typed.build(ModelConfig, state["model_config"], source=f"{best}: model_config"), stats)
+    model = build_model(typed.build(ModelConfig, state["model_config"], origin=f"{best}: model_config"), stats)
     model.load_state_dict(state["model"])
     model.eval()
     with DatasetReader(data) as reader:

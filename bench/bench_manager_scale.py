@@ -13,7 +13,7 @@ and writes result.json. Per setting this reports:
 
 - per trial, the manager's work on it: ask (its share of the propose call that
   created it), tell, database (each commit or read naming it), dispatch
-  (Launcher.submit) and their sum, as p50/p99 in bins of the evaluations told
+  (TrialExecutor.submit) and their sum, as p50/p99 in bins of the evaluations told
   before the trial was proposed;
 - the latency users feel: from a trainer process ending to the manager marking
   the next trial running on that slice ("gap"), then to the next trainer process
@@ -27,7 +27,7 @@ and writes result.json. Per setting this reports:
 
 Settings: `ours` (packaged table_iv: cbo with orchestrator/optimizers.py's
 defaults; the outcomes that finished since the last proposal told in one call,
-as orchestrator/sources.py does); `ours-per-trial` (the same, told one by one
+as orchestrator/search/proposers.py does); `ours-per-trial` (the same, told one by one
 as they finish: the manager before that change); `deephyper` (the same
 space with deephyper.hpo.CBO's signature defaults, stopped after
 --deephyper-trials or --deephyper-timeout s: it takes seconds per tell);
@@ -56,7 +56,7 @@ from benchio import RESULTS, save_result
 from manager_probe import NODES, SITE_FILE, Probe, run_search
 from orchestrator.sites import load_site
 from orchestrator.trialdb import load_trials
-from trainer.trialconfig import RESULT_FILE
+from trainer.contract.trialconfig import RESULT_FILE
 
 RESULT = RESULTS / "manager_scale.json"
 # name -> (optimiser settings, one tell per finished trial instead of the manager's batched tells)

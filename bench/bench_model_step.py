@@ -36,13 +36,13 @@ import torch
 from torch import nn
 
 from benchio import RESULTS, save_result
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
 from trainer.data.structures import read_structures
 from trainer.models import DataStats, build_model, count_parameters
 from trainer.models.layers import Graph, RadialFilter, mlp, scatter_sum
-from trainer.trialconfig import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"

@@ -35,7 +35,7 @@ from pathlib import Path
 import threadpoolctl
 
 from benchio import RESULTS, save_result
-from orchestrator.search import make_optimizer
+from orchestrator.search.backends import make_optimizer
 from search_spaces import SearchSpace, load_space, parse_space
 
 RESULT = RESULTS / "optimizer.json"

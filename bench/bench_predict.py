@@ -35,15 +35,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from benchio import RESULTS, save_result
 from trainer.checkpoint import save
+from trainer.contract.trialconfig import ModelConfig
+from trainer.contract.typed import to_dict
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
 from trainer.data.structures import read_structures
-from trainer.manifest import MemberSource, write_manifest
+from trainer.ensemble.manifest import TrainedMember, write_manifest
+from trainer.ensemble.predict import Ensemble
 from trainer.models import DataStats, build_model
-from trainer.predict import Ensemble
-from trainer.trialconfig import ModelConfig
-from trainer.typed import to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -83,7 +83,7 @@ def make_ensemble(frames, members: int, force_mode: str, where: Path) -> Ensembl
         path.parent.mkdir(parents=True)
         save(path, {"model": model.state_dict(), "model_config": to_dict(config), "stats": stats.to_dict(),
                     "epoch": 1, "val_loss": float(k)})
-        sources.append(MemberSource(f"m{k}", path, to_dict(config), k))
+        sources.append(TrainedMember(f"m{k}", path, to_dict(config), k))
     write_manifest(where / "ensemble", sources, None, MAX_NEIGHBOURS)
     return Ensemble.load(where / "ensemble")
 

@@ -50,9 +50,9 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
 
 import search_table  # noqa: E402
-from orchestrator.search import make_optimizer  # noqa: E402
 from benchio import RESULTS, save_result  # noqa: E402
-from trainer.errors import UserError, run_cli  # noqa: E402
+from orchestrator.search.backends import make_optimizer  # noqa: E402
+from trainer.contract.errors import UserError, run_cli  # noqa: E402
 
 RESULT = RESULTS / "search_quality.json"
 BACKENDS = ("cbo", "skopt-gp", "random")

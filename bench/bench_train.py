@@ -44,7 +44,7 @@ import torch
 from benchio import RESULTS, save_result
 import train_inprocess as inproc
 from train_runs import SIZES, Dataset, Run, convert, execute, ratio
-from trainer.trialconfig import ModelConfig
+from trainer.contract.trialconfig import ModelConfig
 
 RESULT = RESULTS / "train.json"
 BACKBONES = ("EGNN", "PNA", "SchNet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from trainer.atomicio import atomic_write_json
+from trainer.contract.atomicio import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

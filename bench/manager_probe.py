@@ -1,10 +1,10 @@
 """One search by the real manager on the simulated Frontier, with every call of the manager timed.
 
-The parts are the library's own (TrialDB, HpoSource, Launcher, Manager), wired
+The parts are the library's own (TrialDB, HpoProposer, TrialExecutor, Manager), wired
 as orchestrator/runner.py wires them; timed subclasses record each call in a
 `Probe` without changing what the call does. Used by bench_manager_scale.py.
 
-The source tells outcomes as the library does, held and told in one call
+The proposer tells outcomes as the library does, held and told in one call
 before the next proposal; `per_trial_tells=True` is the baseline it replaced,
 one tell (one surrogate refit) per finished trial.
 """
@@ -21,18 +21,18 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-from orchestrator import runconfig
 from orchestrator.allocation import Allocation, discover_nodes
-from orchestrator.launch import Launcher
+from orchestrator.launch.executor import TrialExecutor
 from orchestrator.manager import Manager
-from orchestrator.runconfig import RunSettings
-from orchestrator.runner import run_lock
-from orchestrator.search import make_optimizer
+from orchestrator.phases.run import run_lock
+from orchestrator.search.backends import make_optimizer
+from orchestrator.search.proposers import HpoProposer
 from orchestrator.sites import SiteConfig, load_site
-from orchestrator.sources import HpoSource
-from orchestrator.trialdb import TrialDB
+from orchestrator.trials import runconfig
+from orchestrator.trials.db import TrialDB
+from orchestrator.trials.runconfig import RunSettings
 from search_spaces import load_space
-from trainer import typed
+from trainer.contract import typed
 
 SITE_FILE = Path(__file__).resolve().parent / "sites" / "simulated-frontier.yaml"
 NODES = 8192
@@ -95,7 +95,7 @@ class TimedDB(TrialDB):
     counts = _timed_db("counts", False)
 
 
-class TimedSource(HpoSource):
+class TimedProposer(HpoProposer):
     def __init__(self, *args: Any, probe: Probe, per_trial_tells: bool = False):
         super().__init__(*args)
         self.probe, self.per_trial_tells = probe, per_trial_tells
@@ -126,7 +126,7 @@ class TimedSource(HpoSource):
         self.held_trials = []
 
 
-class TimedLauncher(Launcher):
+class TimedExecutor(TrialExecutor):
     def __init__(self, *args: Any, probe: Probe, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.probe = probe
@@ -139,7 +139,7 @@ class TimedLauncher(Launcher):
 class TimedManager(Manager):
     """The real loop; each of its steps is timed (their sum is the manager's busy time)."""
 
-    source: TimedSource
+    proposer: TimedProposer
 
     def __init__(self, *args: Any, probe: Probe):
         super().__init__(*args)
@@ -231,10 +231,10 @@ def run_search(name: str, optimizer: str, trials: int, *, timeout: float | None,
         with run_lock(run_dir), TimedDB(run_dir, probe) as db:
             db.set_meta("space", space.to_mapping())
             db.set_meta("settings", typed.to_dict(settings))
-            source = TimedSource(space, make_optimizer(space, settings.seed, run_dir / "optimizer"), base,
+            proposer = TimedProposer(space, make_optimizer(space, settings.seed, run_dir / "optimizer"), base,
                                  settings.max_evals, probe=probe, per_trial_tells=per_trial_tells)
-            with TimedLauncher(site, run_dir, max_trials=len(allocation.slices), probe=probe) as launcher:
-                code = TimedManager(settings, db, allocation, launcher, source, run_dir / runconfig.TRIALS_DIR,
+            with TimedExecutor(site, run_dir, max_trials=len(allocation.slices), probe=probe) as executor:
+                code = TimedManager(settings, db, allocation, executor, proposer, run_dir / runconfig.TRIALS_DIR,
                                     probe=probe).run()
     finally:
         logging.getLogger().removeHandler(handler)

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from benchio import RESULTS, save_result
 from search_spaces import Params, SearchSpace, load_space
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
@@ -59,7 +59,7 @@ def grid_space() -> SearchSpace:
     """The small space, after checking that every grid level lies inside it (and nothing is left out)."""
     space = load_space(SPACE)
     if list(GRID) != space.names:
-        raise UserError(f"{space.source}: parameters {space.names} differ from the benchmark grid {list(GRID)}")
+        raise UserError(f"{space.origin}: parameters {space.names} differ from the benchmark grid {list(GRID)}")
     for name, levels in GRID.items():
         for level in levels:
             space.check_params({**{n: GRID[n][0] for n in GRID}, name: level})
@@ -176,7 +176,7 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
 
 
 def metadata(data: Path) -> dict[str, Any]:
-    from trainer import typed
+    from trainer.contract import typed
 
     base = typed.to_dict(_base_trial(data))
     base["data"]["sources"] = [{"path": "ethanol.bp (see data)"}]
@@ -191,7 +191,7 @@ def metadata(data: Path) -> dict[str, Any]:
 
 
 def _base_trial(data: Path):
-    from orchestrator import runconfig
+    from orchestrator.trials import runconfig
 
     settings = runconfig.RunSettings(site="local", data=[str(data)], epochs=EPOCHS, seed=0)
     return runconfig.base_trial(settings, threads=1)
@@ -211,8 +211,8 @@ def _init_worker(data: str, trials: str) -> None:
 def _train_point(params: Params) -> dict[str, Any]:
     import json
 
+    from trainer.contract.trialconfig import RESULT_FILE, write_trial
     from trainer.train import run
-    from trainer.trialconfig import RESULT_FILE, write_trial
 
     trial = _WORKER["trials"] / key(params).replace("/", "-")
     shutil.rmtree(trial, ignore_errors=True)  # a point left half-trained by an interrupted build

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Sequence
 
 from trainer.cli import process_start_time
-from trainer.errors import UserError, run_cli
-from trainer.result import EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EpochRecord, Result
-from trainer.trialconfig import ModelConfig, TrialConfig, load_trial
+from trainer.contract.errors import UserError, run_cli
+from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EpochRecord, Result
+from trainer.contract.trialconfig import ModelConfig, TrialConfig, load_trial
 
 # Relative cost of a message-passing layer per width² (PNA runs four aggregators, SchNet is lean).
 LAYER_COST = {"SchNet": 1.0, "EGNN": 1.3, "PNA": 1.8}

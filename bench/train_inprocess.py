@@ -21,13 +21,13 @@ import torch
 from torch import Tensor, nn
 
 from trainer import distributed
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.loader import EpochLoader
 from trainer.data.store import DistributedStore
 from trainer.loss import LossWeights, batch_loss
 from trainer.models.build import NUM_ELEMENTS, DataStats, build_model, count_parameters
 from trainer.stats import data_stats
-from trainer.trialconfig import ModelConfig
 
 Step = Callable[[Batch], None]
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import ase.io
 import numpy as np
 
-from trainer import typed
+from trainer.contract import typed
+from trainer.contract.trialconfig import RESULT_FILE, TrialConfig, write_trial
 from trainer.data.adiosfile import DatasetReader
 from trainer.data.sampler import num_steps
 from trainer.data.structures import read_structures
-from trainer.trialconfig import RESULT_FILE, TrialConfig, write_trial
 
 BIN = Path(sys.executable).parent
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

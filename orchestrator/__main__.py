@@ -1,5 +1,5 @@
 """`python -m orchestrator ...` is `gfm-hpo ...` (the batch job calls the manager this way)."""
-from orchestrator.cli import main
-from trainer.errors import run_cli
+from orchestrator.cli.hpo import main
+from trainer.contract.errors import run_cli
 
 run_cli(main, "gfm-hpo")

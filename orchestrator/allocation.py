@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Mapping
 
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 from orchestrator import hostlist
 from orchestrator.sites import SiteConfig
@@ -157,5 +157,5 @@ def discover_nodes(site: SiteConfig, nodes: int | None,
     names = hostlist.expand(site.node_pattern)
     if nodes > len(names):
         raise UserError(f"--nodes {nodes} is more than the {len(names)} nodes of {site.name}'s "
-                        f"node_pattern {site.node_pattern} ({site.source})")
+                        f"node_pattern {site.node_pattern} ({site.origin})")
     return names[:nodes]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from trainer.errors import UserError, run_cli
+from trainer.contract.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data" / "molecules"

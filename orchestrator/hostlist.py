@@ -16,7 +16,7 @@ import itertools
 import re
 from typing import Iterable
 
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 # A node name as compress() sees it: everything before its last run of digits, the digits, the rest.

@@ -1,4 +1,4 @@
-"""The manager: keeps every slice busy with a trial until the phase's source is exhausted.
+"""The manager: keeps every slice busy with a trial until the phase's proposer is exhausted.
 
 One loop, never blocked by a trial (contract 6): collect finished trials, stop
 trials past their wall time (in the background), give every free slice the
@@ -18,18 +18,19 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from trainer.errors import UserError
-from trainer.result import EXIT_INTERRUPTED
-from trainer.trialconfig import TRIAL_FILE, write_trial
+from trainer.contract.errors import UserError
+from trainer.contract.result import EXIT_INTERRUPTED
+from trainer.contract.trialconfig import TRIAL_FILE, write_trial
 
 from orchestrator.allocation import Allocation, Slice
-from orchestrator.launch import FORCE_WAIT, Launcher, TrialHandle
-from orchestrator.orphans import stop_orphan
-from orchestrator.outcome import KILLED_AT_SHUTDOWN, KILLED_AT_WALLTIME, Outcome, classify, read_result
-from orchestrator.runconfig import RunSettings
-from orchestrator.sources import TrialSource
-from orchestrator.trialdb import TrialDB
-from orchestrator.trialschema import Trial
+from orchestrator.launch.executor import TrialExecutor, TrialHandle
+from orchestrator.launch.launchers import FORCE_WAIT
+from orchestrator.launch.orphans import stop_orphan
+from orchestrator.search.proposers import Proposer
+from orchestrator.trials.db import TrialDB
+from orchestrator.trials.outcome import KILLED_AT_SHUTDOWN, KILLED_AT_WALLTIME, Outcome, classify, read_result
+from orchestrator.trials.runconfig import RunSettings
+from orchestrator.trials.schema import Trial
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,11 @@ class Running:
 
 
 class Manager:
-    def __init__(self, settings: RunSettings, db: TrialDB, allocation: Allocation, launcher: Launcher,
-                 source: TrialSource, trial_root: Path, on_progress: Callable[["Manager"], None] | None = None):
-        self.settings, self.db, self.allocation, self.launcher = settings, db, allocation, launcher
-        self.source, self.trial_root = source, trial_root
-        self.phase = source.phase
+    def __init__(self, settings: RunSettings, db: TrialDB, allocation: Allocation, executor: TrialExecutor,
+                 proposer: Proposer, trial_root: Path, on_progress: Callable[["Manager"], None] | None = None):
+        self.settings, self.db, self.allocation, self.executor = settings, db, allocation, executor
+        self.proposer, self.trial_root = proposer, trial_root
+        self.phase = proposer.phase
         self.on_progress = on_progress or (lambda manager: None)
         self.running: dict[int, Running] = {}          # slice index -> what runs there
         self.stopping: str | None = None
@@ -99,7 +100,7 @@ class Manager:
 
     def _more_to_run(self) -> bool:
         queued = self.db.counts(self.phase)["queued"]
-        return queued > 0 or (self.source.remaining(self.created()) > 0 and not self.timed_out())
+        return queued > 0 or (self.proposer.remaining(self.created()) > 0 and not self.timed_out())
 
     def _free_slices(self) -> list[Slice]:
         return [s for s in self.allocation.slices if s.index not in self.running]
@@ -112,11 +113,11 @@ class Manager:
                 self.allocation.exclude(node, reason)
         for trial in self.db.trials(self.phase, ["running"]):
             # Its launcher may outlive the manager that started it: stop it before running the trial again.
-            stop_orphan(Path(trial.trial_dir), self.launcher, self.settings.kill_grace)
+            stop_orphan(Path(trial.trial_dir), self.executor.launcher, self.executor.env, self.settings.kill_grace)
             self.db.requeue(trial.trial_id, "the manager restarted while it ran")
         for trial in self.db.trials(self.phase, ["interrupted"]):
             self.db.requeue(trial.trial_id, "resumed")
-        self.source.restore(self.db)
+        self.proposer.restore(self.db)
 
     # -- launching ------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class Manager:
         queued = self.db.trials(self.phase, ["queued"])[:len(free)]
         if len(queued) < len(free) and not self.timed_out():
             created = self.created()
-            for proposal in self.source.propose(len(free) - len(queued), created):
+            for proposal in self.proposer.propose(len(free) - len(queued), created):
                 trial_id = self.db.create_trial(self.phase, proposal.params, str(self.trial_root / "{trial_id:05d}"),
                                                 proposal.parent_id, prepare=partial(write_trial, config=proposal.config))
                 queued.append(self.db.get(trial_id))
@@ -138,16 +139,16 @@ class Manager:
         trial_dir = Path(trial.trial_dir)
         if not (trial_dir / TRIAL_FILE).exists():
             self.db.mark_finished(trial.trial_id, "failed", error=f"{trial_dir / TRIAL_FILE} is missing")
-            self.source.finished(trial.params, None)
+            self.proposer.finished(trial.params, None)
             return
         self.db.mark_running(trial.trial_id, slice.index, slice.nodes)  # committed before the launch
         launched_at = time.time()
         try:
-            handle = self.launcher.submit(trial_dir, slice)
+            handle = self.executor.submit(trial_dir, slice)
         except Exception as err:  # the launch machinery itself failed: a failure of this trial
             log.exception("launching trial %d failed", trial.trial_id)
             self.db.mark_finished(trial.trial_id, "failed", error=f"launch failed: {type(err).__name__}: {err}")
-            self.source.finished(trial.params, None)
+            self.proposer.finished(trial.params, None)
             return
         handle.future.add_done_callback(lambda _: self._wakeup.set())
         self.running[slice.index] = Running(self.db.get(trial.trial_id), slice, handle, launched_at)
@@ -191,7 +192,7 @@ class Manager:
                 code = None
                 log.error("trial %d: launcher error %s", run.trial.trial_id, err)
             outcome = classify(Path(run.trial.trial_dir), code, run.launched_at, run.killed_for,
-                               self.settings.trial_walltime, self.launcher.env)
+                               self.settings.trial_walltime, self.executor.env)
             del self.running[index]
             self._record(run, outcome)
             self.on_progress(self)
@@ -213,7 +214,7 @@ class Manager:
             return
         self.db.mark_finished(trial.trial_id, outcome.status, outcome.objective, outcome.error, outcome.result)
         if outcome.status != "interrupted":
-            self.source.finished(trial.params, outcome.objective)
+            self.proposer.finished(trial.params, outcome.objective)
 
     def _shutdown(self) -> None:
         """Stop every running trial (each checkpoints and reports interrupted), record them, return."""

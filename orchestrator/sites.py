@@ -4,21 +4,20 @@ A site says how trials are started (srun inside Slurm, or mpiexec on a
 workstation), how many ranks run on a node and what each rank gets, how big a
 slice is by default, and what a batch job needs (account, partition, modules,
 setup lines). Fields that only a batch submission needs (the account on
-Frontier) are checked when the batch script is written, not when the file is
-read, so a dry run works without them.
+Frontier) are checked when the batch script is written (launch/batch.py), not
+when the file is read, so a dry run works without them.
 """
 from __future__ import annotations
 
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import site_configs
-from trainer import typed
-from trainer.errors import UserError
-from trainer.typed import ConfigError, Invalid, bounded
+from trainer.contract import typed
+from trainer.contract.errors import UserError
+from trainer.contract.typed import ConfigError, Invalid, bounded
 
 from orchestrator import hostlist
 
@@ -29,7 +28,7 @@ _DERIVED_FLAGS = ("--nodes", "-N", "--ntasks", "-n", "--ntasks-per-node", "--nod
                   "--cpus-per-task", "-c", "--gpus-per-task", "--job-name", "-J", "--mpi",
                   "--exclusive", "--kill-on-bad-exit", "--immediate", "-I")
 # Optional fields that a site can declare necessary for a batch submission.
-_REQUIRABLE = ("account", "partition", "qos")
+REQUIRABLE = ("account", "partition", "qos")
 
 
 @dataclass(frozen=True)
@@ -83,58 +82,31 @@ class SiteConfig:
         except UserError as err:
             raise Invalid("node_pattern", str(err)) from None
         for i, key in enumerate(self.requires):
-            if key not in _REQUIRABLE:
-                raise Invalid(f"requires[{i}]", f"must be one of {', '.join(_REQUIRABLE)}; got {key!r}")
+            if key not in REQUIRABLE:
+                raise Invalid(f"requires[{i}]", f"must be one of {', '.join(REQUIRABLE)}; got {key!r}")
 
     @property
-    def source(self) -> str:
+    def origin(self) -> str:
         """The file this site was read from (for error messages)."""
-        return getattr(self, "_source", f"site {self.name}")
+        return getattr(self, "_origin", f"site {self.name}")
 
     def require(self, key: str) -> str:
         """The value of an optional field that is needed now; a UserError naming file and key if unset."""
         value = getattr(self, key)
         if not value:
-            raise ConfigError(f"{self.source}: {key}: required to submit a batch job on {self.name}; "
+            raise ConfigError(f"{self.origin}: {key}: required to submit a batch job on {self.name}; "
                               f"set it in the site file")
         return value
 
 
 def known_sites() -> list[str]:
-    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+    return typed.packaged_names(PACKAGED)
 
 
 def load_site(name_or_path: str | Path) -> SiteConfig:
     """A packaged site by name ("frontier") or a user's site file by path."""
-    path = Path(name_or_path)
-    if not path.exists() and path.suffix == "" and "/" not in str(name_or_path):
-        packaged = PACKAGED / f"{name_or_path}.yaml"
-        if not packaged.exists():
-            raise ConfigError(f"{name_or_path}: no such file, and not a packaged site "
-                              f"(packaged: {', '.join(known_sites())})")
-        path = packaged
+    path = typed.packaged_or_path(name_or_path, PACKAGED, "site")
     site = typed.load(SiteConfig, path)
-    object.__setattr__(site, "_source", str(path))  # not a field: to_dict/build must not see it
+    object.__setattr__(site, "_origin", str(path))  # not a field: to_dict/build must not see it
     return site
 
-
-def batch_script(site: SiteConfig, nodes: int, command: list[str], job_name: str, output: str) -> str:
-    """The sbatch script that runs `command` (the manager) as the job's main process.
-
-    The manager is the batch script itself, not an srun step, so the trial
-    steps it starts get the whole allocation and need no --overlap. --exclusive
-    gives the job whole nodes (otherwise Slurm grants one core per node and the
-    steps are refused), and --no-kill keeps the job alive when a node fails so
-    the manager can exclude it and carry on.
-    """
-    for key in site.requires:
-        site.require(key)
-    if site.scheduler != "slurm":
-        raise ConfigError(f"{site.source}: scheduler: {site.name} has no batch scheduler; run the manager directly")
-    options = [f"--job-name={job_name}", f"--nodes={nodes}", f"--time={site.walltime}",
-               f"--output={output}", "--exclusive", "--no-kill"]
-    options += [f"--{key}={getattr(site, key)}" for key in _REQUIRABLE if getattr(site, key)]
-    lines = ["#!/bin/bash"] + [f"#SBATCH {opt}" for opt in options + site.batch_directives]
-    lines += ["set -eo pipefail"] + [f"module load {shlex.quote(m)}" for m in site.modules] + site.setup
-    lines.append("exec " + shlex.join(command))
-    return "\n".join(lines) + "\n"

@@ -20,62 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer import typed
-from trainer.trialconfig import ModelConfig, TrainingConfig, TrialConfig
-from trainer.typed import ConfigError, Invalid
+from trainer.contract import typed
+from trainer.contract.trialconfig import ModelConfig, TrainingConfig, TrialConfig
+from trainer.contract.typed import ConfigError
+
+from search_spaces.spacefile import ParameterSpec, SpaceFile
 
 PACKAGED = Path(__file__).resolve().parent
 DEFAULT = "table_iv"
 BACKENDS = ("cbo", "skopt-gp", "random")
 Params = dict[str, Any]
-
-
-# -- the file's schema ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    choices: list[Any] | None = field(default=None, metadata={"doc": "categorical values (strings)"})
-    low: int | float | None = field(default=None, metadata={"doc": "inclusive lower end of a range"})
-    high: int | float | None = field(default=None, metadata={"doc": "inclusive upper end of a range"})
-    prior: Literal["uniform", "log-uniform"] = "uniform"
-    path: str | None = field(default=None, metadata={"doc": "dotted trial.yaml key; default model.<name> or training.<name>"})
-
-    def check(self) -> None:
-        if self.choices is not None:
-            if self.low is not None or self.high is not None:
-                raise Invalid("choices", "give either choices or low/high, not both")
-            if not self.choices:
-                raise Invalid("choices", "at least one choice is needed")
-            for i, choice in enumerate(self.choices):
-                if not isinstance(choice, str):
-                    # DeepHyper makes a list of numbers an *ordinal* hyperparameter, not a categorical.
-                    raise Invalid(f"choices[{i}]", f"choices must be strings, got {choice!r}; "
-                                  "for numbers use a range {low, high} (a list of numbers would be an ordinal)")
-            if len(set(self.choices)) != len(self.choices):
-                raise Invalid("choices", "choices must be distinct")
-            if self.prior != "uniform":
-                raise Invalid("prior", "a prior applies to ranges, not to choices")
-            return
-        if self.low is None or self.high is None:
-            raise Invalid("low" if self.low is None else "high", "a range needs both low and high (or give choices)")
-        if self.low > self.high:
-            raise Invalid("low", f"low ({self.low}) is greater than high ({self.high})")
-        if self.prior == "log-uniform" and self.low <= 0:
-            raise Invalid("low", f"a log-uniform range needs low > 0, got {self.low}")
-
-
-@dataclass(frozen=True)
-class SpaceFile:
-    parameters: dict[str, ParameterSpec] = field(metadata={"doc": "hyperparameters to search"})
-    backend: Literal["cbo", "skopt-gp", "random"] = "cbo"
-    optimizer: dict[str, Any] = field(default_factory=dict, metadata={"doc": "backend settings (checked by the backend)"})
-    fixed: dict[str, Any] = field(default_factory=dict, metadata={"doc": "dotted trial.yaml overrides for every trial"})
-    initial_points: list[dict[str, Any]] = field(
-        default_factory=list, metadata={"doc": "configurations evaluated before the optimiser proposes any"})
-
-    def check(self) -> None:
-        if not self.parameters:
-            raise Invalid("parameters", "at least one hyperparameter is needed")
 
 
 # -- the loaded space -------------------------------------------------------------
@@ -141,7 +95,7 @@ class Parameter:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    source: str
+    origin: str
     backend: str
     parameters: tuple[Parameter, ...]
     optimizer: dict[str, Any] = field(default_factory=dict)
@@ -161,28 +115,28 @@ class SearchSpace:
     def check_params(self, params: Params) -> Params:
         """`params` in this space's order with plain python values; ConfigError naming the offending key."""
         if not isinstance(params, dict):
-            raise ConfigError(f"{self.source}: expected a mapping of hyperparameters, got {params!r}")
+            raise ConfigError(f"{self.origin}: expected a mapping of hyperparameters, got {params!r}")
         extra = sorted(set(params) - set(self.names))
         if extra:
-            raise ConfigError(f"{self.source}: parameters.{extra[0]}: not a parameter of this space "
+            raise ConfigError(f"{self.origin}: parameters.{extra[0]}: not a parameter of this space "
                               f"(it has {', '.join(self.names)})")
         out = {}
         for p in self.parameters:
             if p.name not in params:
-                raise ConfigError(f"{self.source}: parameters.{p.name}: missing from {params!r}")
+                raise ConfigError(f"{self.origin}: parameters.{p.name}: missing from {params!r}")
             try:
                 out[p.name] = p.canonical(params[p.name])
             except ValueError as err:
-                raise ConfigError(f"{self.source}: parameters.{p.name}: {err}") from None
+                raise ConfigError(f"{self.origin}: parameters.{p.name}: {err}") from None
         return out
 
     def apply(self, params: Params, base: TrialConfig) -> TrialConfig:
         """`base` with the fixed overrides and `params` written in, validated by the trial schema."""
         params = self.check_params(params)
         data = typed.to_dict(base)
-        _set_paths(data, self.fixed, f"{self.source}: fixed")
-        _set_paths(data, {p.path: params[p.name] for p in self.parameters}, self.source)
-        return typed.build(TrialConfig, data, source=f"{self.source} (trial {params})")
+        _set_paths(data, self.fixed, f"{self.origin}: fixed")
+        _set_paths(data, {p.path: params[p.name] for p in self.parameters}, self.origin)
+        return typed.build(TrialConfig, data, origin=f"{self.origin} (trial {params})")
 
     def to_mapping(self) -> dict[str, Any]:
         """The space as the YAML mapping it came from (explicit paths); `parse_space` reads it back."""
@@ -196,54 +150,45 @@ class SearchSpace:
 
 def load_space(path: str | Path | None = None) -> SearchSpace:
     """Read a search space: a YAML path, a packaged name ("table_iv", "small"), or None for Table IV."""
-    if path is None:
-        path = DEFAULT
-    candidate = Path(path)
-    if not candidate.exists() and candidate.suffix == "" and "/" not in str(path):
-        packaged = PACKAGED / f"{path}.yaml"
-        if packaged.exists():
-            candidate = packaged
-        else:
-            known = ", ".join(sorted(p.stem for p in PACKAGED.glob("*.yaml")))
-            raise ConfigError(f"{path}: no such file, and not a packaged search space (packaged: {known})")
-    return parse_space(typed.read_yaml(candidate), source=str(candidate))
+    candidate = typed.packaged_or_path(DEFAULT if path is None else path, PACKAGED, "search space")
+    return parse_space(typed.read_yaml(candidate), origin=str(candidate))
 
 
-def parse_space(mapping: Any, source: str = "<search space>") -> SearchSpace:
+def parse_space(mapping: Any, origin: str = "<search space>") -> SearchSpace:
     """Validate a mapping (the content of a space file) against the file schema and the trial schema."""
-    spec = typed.build(SpaceFile, mapping, source)
+    spec = typed.build(SpaceFile, mapping, origin)
     # A stand-in trial: only the searched and fixed keys are probed; the data section is the manager's.
     base = typed.to_dict(typed.build(TrialConfig, {"data": {"sources": [{"path": "x.bp"}]}}))
-    _set_paths(base, spec.fixed, f"{source}: fixed")
-    typed.build(TrialConfig, base, source=f"{source}: fixed")
+    _set_paths(base, spec.fixed, f"{origin}: fixed")
+    typed.build(TrialConfig, base, origin=f"{origin}: fixed")
     parameters, seen_paths = [], {}
     for name, item in spec.parameters.items():
         key = f"parameters.{name}"
-        path = item.path or _default_path(name, source, key)
+        path = item.path or _default_path(name, origin, key)
         if path in seen_paths:
-            raise ConfigError(f"{source}: {key}: sets {path}, which parameter '{seen_paths[path]}' already sets")
+            raise ConfigError(f"{origin}: {key}: sets {path}, which parameter '{seen_paths[path]}' already sets")
         if path in spec.fixed:
-            raise ConfigError(f"{source}: {key}: sets {path}, which is also under fixed")
+            raise ConfigError(f"{origin}: {key}: sets {path}, which is also under fixed")
         seen_paths[path] = name
-        kind = _field_kind(path, source, f"{key}.path" if item.path else key)
-        parameter = _make_parameter(name, path, kind, item, source, key)
+        kind = _field_kind(path, origin, f"{key}.path" if item.path else key)
+        parameter = _make_parameter(name, path, kind, item, origin, key)
         for end, value in _probe_values(parameter):
             trial = typed.to_dict(base)
-            _set_paths(trial, {path: value}, source)
-            typed.build(TrialConfig, trial, source=f"{source}: {key}.{end}")
+            _set_paths(trial, {path: value}, origin)
+            typed.build(TrialConfig, trial, origin=f"{origin}: {key}.{end}")
         parameters.append(parameter)
-    space = SearchSpace(source=source, backend=spec.backend, parameters=tuple(parameters),
+    space = SearchSpace(origin=origin, backend=spec.backend, parameters=tuple(parameters),
                         optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
     initial = []
     for i, point in enumerate(spec.initial_points):
         try:
             initial.append(space.check_params(point))
         except ConfigError as err:
-            problem = str(err).split(": ", 1)[-1]  # drop the source, already named below
+            problem = str(err).split(": ", 1)[-1]  # drop the origin, already named below
             key = f"initial_points[{i}]"
             problem = (f"{key}.{problem.removeprefix('parameters.')}" if problem.startswith("parameters.")
                        else f"{key}: {problem}")
-            raise ConfigError(f"{source}: {problem}") from None
+            raise ConfigError(f"{origin}: {problem}") from None
     return dataclasses.replace(space, initial_points=tuple(initial))
 
 
@@ -256,27 +201,27 @@ def _number(x: float) -> int | float:
     return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
 
 
-def _default_path(name: str, source: str, key: str) -> str:
+def _default_path(name: str, origin: str, key: str) -> str:
     for section, schema in _SECTIONS.items():
         if name in {f.name for f in dataclasses.fields(schema)}:
             return f"{section}.{name}"
     known = [f.name for schema in _SECTIONS.values() for f in dataclasses.fields(schema)]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"did you mean '{close[0]}'?" if close else "give an explicit `path:` to a trial.yaml key"
-    raise ConfigError(f"{source}: {key}: unknown parameter: not a field of model or training in trial.yaml ({hint})")
+    raise ConfigError(f"{origin}: {key}: unknown parameter: not a field of model or training in trial.yaml ({hint})")
 
 
-def _field_kind(path: str, source: str, key: str) -> str:
+def _field_kind(path: str, origin: str, key: str) -> str:
     """The kind of search dimension the trial.yaml field at `path` can take."""
     schema: Any = TrialConfig
     parts = path.split(".")
     for depth, part in enumerate(parts):
         fields = {f.name: f for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
         if part not in fields:
-            raise ConfigError(f"{source}: {key}: {path} is not a trial.yaml key ('{part}' is unknown)")
+            raise ConfigError(f"{origin}: {key}: {path} is not a trial.yaml key ('{part}' is unknown)")
         schema = typing.get_type_hints(schema)[part]
         if depth < len(parts) - 1 and not dataclasses.is_dataclass(schema):
-            raise ConfigError(f"{source}: {key}: {path} is not a trial.yaml key ('{part}' has no sub-keys)")
+            raise ConfigError(f"{origin}: {key}: {path} is not a trial.yaml key ('{part}' has no sub-keys)")
     union = typing.get_origin(schema) in (typing.Union, types.UnionType)
     options = [t for t in typing.get_args(schema) if t is not type(None)] if union else [schema]
     if len(options) == 1:
@@ -287,22 +232,22 @@ def _field_kind(path: str, source: str, key: str) -> str:
             return "float"
         if tp is str or (typing.get_origin(tp) is Literal and all(isinstance(a, str) for a in typing.get_args(tp))):
             return "choice"
-    raise ConfigError(f"{source}: {key}: {path} cannot be searched (only integer, number and text fields can)")
+    raise ConfigError(f"{origin}: {key}: {path} cannot be searched (only integer, number and text fields can)")
 
 
-def _make_parameter(name: str, path: str, kind: str, item: ParameterSpec, source: str, key: str) -> Parameter:
+def _make_parameter(name: str, path: str, kind: str, item: ParameterSpec, origin: str, key: str) -> Parameter:
     if kind == "choice":
         if item.choices is None:
-            raise ConfigError(f"{source}: {key}: {path} takes text values: give choices, not a range")
+            raise ConfigError(f"{origin}: {key}: {path} takes text values: give choices, not a range")
         return Parameter(name, path, "choice", choices=tuple(item.choices))
     if item.choices is not None:
-        raise ConfigError(f"{source}: {key}.choices: {path} is numeric: give a range {{low, high}}, not choices "
+        raise ConfigError(f"{origin}: {key}.choices: {path} is numeric: give a range {{low, high}}, not choices "
                           "(a list of numbers would be an ordinal in DeepHyper)")
     if kind == "int":
         for end in ("low", "high"):
             value = getattr(item, end)
             if not float(value).is_integer():
-                raise ConfigError(f"{source}: {key}.{end}: {path} takes integers, got {value}")
+                raise ConfigError(f"{origin}: {key}.{end}: {path} takes integers, got {value}")
     cast = int if kind == "int" else float
     return Parameter(name, path, kind, low=cast(item.low), high=cast(item.high), log=item.prior == "log-uniform")
 
@@ -317,11 +262,4 @@ def _probe_values(parameter: Parameter) -> list[tuple[str, Any]]:
 def _set_paths(data: dict[str, Any], values: dict[str, Any], where: str) -> None:
     """Write dotted-path values into a nested mapping (typed.build validates the result)."""
     for dotted, value in values.items():
-        node = data
-        *parents, last = str(dotted).split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{where}: {dotted}: '{part}' has no sub-keys")
-            node = child
-        node[last] = value
+        typed.set_dotted(data, dotted, value, where)

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import shared_file
 from datasets import BIN, convert
-from trainer import typed
-from trainer.manifest import MemberSource, write_manifest
-from trainer.trialconfig import TrialConfig, write_trial
+from trainer.contract import typed
+from trainer.contract.trialconfig import TrialConfig, write_trial
+from trainer.ensemble.manifest import TrainedMember, write_manifest
 
 _BUILT: dict[str, Path] = {}
 
@@ -46,7 +46,7 @@ def _write_trials(root: Path, data: list[Path], members: dict[str, tuple[dict, i
     return trials
 
 
-def _train(trials: list[tuple[str, dict, Path]]) -> list[MemberSource]:
+def _train(trials: list[tuple[str, dict, Path]]) -> list[TrainedMember]:
     """Train every member with the real gfm-train, all at once (one thread each: start-up dominates)."""
     running = [subprocess.Popen([str(BIN / "gfm-train"), str(trial)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _, _, trial in trials]
@@ -54,7 +54,7 @@ def _train(trials: list[tuple[str, dict, Path]]) -> list[MemberSource]:
     for trial_id, ((name, model, trial), process) in enumerate(zip(trials, running)):
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, f"training member {name} failed:\n{out}{err}"
-        sources.append(MemberSource(name, trial / "best.pt", dict(model), trial_id))
+        sources.append(TrainedMember(name, trial / "best.pt", dict(model), trial_id))
     return sources
 
 

@@ -188,8 +188,8 @@ def check_bad_source(paths: list[Path]) -> str:
     """A bad file among the sources raises the same one-line error on every rank (no hang)."""
     from mpi4py import MPI
 
+    from trainer.contract.errors import UserError
     from trainer.data.store import DistributedStore
-    from trainer.errors import UserError
 
     comm = MPI.COMM_WORLD
     try:

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.allocation import Allocation, Event, Slice, discover_nodes
 from orchestrator.hostlist import expand
 from orchestrator.sites import load_site
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 
 def nodes(n: int) -> list[str]:

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import runconfig
-from orchestrator.outcome import classify
-from orchestrator.runconfig import RunSettings
+from orchestrator.trials import runconfig
 from orchestrator.trialdb import load_trials
+from orchestrator.trials.outcome import classify
+from orchestrator.trials.runconfig import RunSettings
 from search_spaces import load_space
-from trainer import typed
-from trainer.result import Result
-from trainer.trialconfig import write_trial
+from trainer.contract import typed
+from trainer.contract.result import Result
+from trainer.contract.trialconfig import write_trial
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))

@@ -14,11 +14,11 @@ import pytest
 from conftest import shared_file
 from datasets import BIN
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
-from trainer import uncertainty
 from trainer.data.structures import read_structures
-from trainer.evaluate import read_labelled
-from trainer.manifest import read_manifest
-from trainer.predict import Ensemble
+from trainer.ensemble import uncertainty
+from trainer.ensemble.evaluate import read_labelled
+from trainer.ensemble.manifest import read_manifest
+from trainer.ensemble.predict import Ensemble
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

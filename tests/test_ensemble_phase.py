@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from hpo_helpers import gfm_hpo
-from orchestrator.ensemble import select_top
+from orchestrator.phases.ensemble import select_top
 from orchestrator.trialdb import load_trials
-from orchestrator.trialschema import Trial
+from orchestrator.trials.schema import Trial
 
 
 def trial(trial_id: int, objective: float | None, status: str = "completed", **params) -> Trial:

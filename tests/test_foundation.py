@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from trainer import typed
-from trainer.atomicio import atomic_output, atomic_write_json
-from trainer.trialconfig import TrialConfig, load_trial
+from trainer.contract import typed
+from trainer.contract.atomicio import atomic_output, atomic_write_json
+from trainer.contract.trialconfig import TrialConfig, load_trial
 
 MINIMAL = {"data": {"sources": [{"path": "a.bp"}]}}
 

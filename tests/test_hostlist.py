@@ -6,7 +6,7 @@ import random
 import pytest
 
 from orchestrator.hostlist import HostlistError, compress, expand
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 
 @pytest.mark.parametrize("text, names", [

@@ -7,12 +7,13 @@ import signal
 import pytest
 
 import slurm_probe
-from slurm_probe import make_trial
 from orchestrator.allocation import Allocation, Slice, discover_nodes
-from orchestrator.launch import Launcher, trial_command
-from orchestrator.node_faults import node_failure
+from orchestrator.launch.executor import TrialExecutor
+from orchestrator.launch.launchers import trial_command
+from orchestrator.launch.node_faults import node_failure
 from orchestrator.sites import load_site
-from trainer import typed
+from slurm_probe import make_trial
+from trainer.contract import typed
 
 
 def test_frontier_command_inside_the_allocation():
@@ -56,8 +57,8 @@ def two_rank_slices() -> list[Slice]:
 @pytest.mark.mpi
 def test_two_concurrent_trials_each_an_mpi_world_of_two(tmp_path):
     slices = two_rank_slices()
-    with Launcher(local_site(), tmp_path / "runinfo", max_trials=2) as launcher:
-        handles = [launcher.submit(make_trial(tmp_path / f"trial-{s.index}"), s) for s in slices]
+    with TrialExecutor(local_site(), tmp_path / "runinfo", max_trials=2) as executor:
+        handles = [executor.submit(make_trial(tmp_path / f"trial-{s.index}"), s) for s in slices]
         codes = [h.wait(120) for h in handles]
     assert codes == [0, 0]
     for handle in handles:
@@ -65,14 +66,14 @@ def test_two_concurrent_trials_each_an_mpi_world_of_two(tmp_path):
         assert [(r["rank"], r["world_size"], r["procid"]) for r in seen] == [(0, 2, "0"), (1, 2, "1")]
         record = json.loads((handle.trial_dir / "launch.json").read_text())
         assert record["exit_code"] == 0 and record["argv"][:3] == ["mpiexec", "-n", "2"]
-        assert node_failure(handle.trial_dir) is None
+        assert node_failure(handle.trial_dir, handle.exit_code()) is None
 
 
 @pytest.mark.mpi
 def test_kill_sends_sigterm_to_every_rank_and_frees_the_slice(tmp_path):
     slice = two_rank_slices()[0]
-    with Launcher(local_site(), tmp_path / "runinfo", max_trials=2) as launcher:
-        handle = launcher.submit(make_trial(tmp_path / "long", sleep=120), slice)
+    with TrialExecutor(local_site(), tmp_path / "runinfo", max_trials=2) as executor:
+        handle = executor.submit(make_trial(tmp_path / "long", sleep=120), slice)
         slurm_probe.wait_for_ranks(handle.trial_dir, 2, handle)
         assert handle.exit_code() is None and not handle.done()
         code = handle.kill(grace_seconds=30)
@@ -81,7 +82,7 @@ def test_kill_sends_sigterm_to_every_rank_and_frees_the_slice(tmp_path):
         assert sorted(p.name for p in handle.trial_dir.glob("sigterm-*")) == ["sigterm-0", "sigterm-1"]
         assert slurm_probe.survivors(handle.trial_dir) == []
         assert json.loads((handle.trial_dir / "launch.json").read_text())["killed"] is True
-        again = launcher.submit(make_trial(tmp_path / "next"), slice)  # at once, on the same slice
+        again = executor.submit(make_trial(tmp_path / "next"), slice)  # at once, on the same slice
         assert again.wait(120) == 0
         assert len(slurm_probe.ranks_seen(again.trial_dir)) == 2
 
@@ -89,8 +90,8 @@ def test_kill_sends_sigterm_to_every_rank_and_frees_the_slice(tmp_path):
 @pytest.mark.mpi
 def test_kill_forces_a_trial_that_ignores_sigterm(tmp_path):
     slice = two_rank_slices()[0]
-    with Launcher(local_site(), tmp_path / "runinfo", max_trials=1) as launcher:
-        handle = launcher.submit(make_trial(tmp_path / "hung", sleep=120, ignore_sigterm=True), slice)
+    with TrialExecutor(local_site(), tmp_path / "runinfo", max_trials=1) as executor:
+        handle = executor.submit(make_trial(tmp_path / "hung", sleep=120, ignore_sigterm=True), slice)
         slurm_probe.wait_for_ranks(handle.trial_dir, 2, handle)
         assert handle.kill(grace_seconds=0.5) == 128 + signal.SIGKILL
         assert len(list(handle.trial_dir.glob("sigterm-*"))) == 2  # it was asked first
@@ -99,29 +100,29 @@ def test_kill_forces_a_trial_that_ignores_sigterm(tmp_path):
 
 @pytest.mark.mpi
 def test_failing_trainer_and_single_rank_trial(tmp_path):
-    with Launcher(local_site(), tmp_path / "runinfo", max_trials=2) as launcher:
-        failing = launcher.submit(make_trial(tmp_path / "bad", exit_code=2), two_rank_slices()[0])
-        single = launcher.submit(make_trial(tmp_path / "one", exit_code=2), Slice(0, ("local-0001",)))
+    with TrialExecutor(local_site(), tmp_path / "runinfo", max_trials=2) as executor:
+        failing = executor.submit(make_trial(tmp_path / "bad", exit_code=2), two_rank_slices()[0])
+        single = executor.submit(make_trial(tmp_path / "one", exit_code=2), Slice(0, ("local-0001",)))
         assert failing.wait(120) == 2 and single.wait(120) == 2
-    assert node_failure(failing.trial_dir) is None  # the trainer's own failure, not a node's
+    assert node_failure(failing.trial_dir, failing.exit_code()) is None  # the trainer's own failure, not a node's
     assert [r["world_size"] for r in slurm_probe.ranks_seen(single.trial_dir)] == [1]
     assert json.loads((single.trial_dir / "launch.json").read_text())["argv"][0] != "mpiexec"
 
 
 @pytest.mark.mpi
 def test_shutdown_kills_what_is_still_running(tmp_path):
-    launcher = Launcher(local_site(), tmp_path / "runinfo", max_trials=1).start()
-    handle = launcher.submit(make_trial(tmp_path / "left", sleep=120), two_rank_slices()[1])
+    executor = TrialExecutor(local_site(), tmp_path / "runinfo", max_trials=1).start()
+    handle = executor.submit(make_trial(tmp_path / "left", sleep=120), two_rank_slices()[1])
     slurm_probe.wait_for_ranks(handle.trial_dir, 2, handle)
-    launcher.shutdown(grace_seconds=10)
+    executor.shutdown(grace_seconds=10)
     assert handle.done() and handle.exit_code() == signal.SIGTERM
     assert slurm_probe.survivors(handle.trial_dir) == []
 
 
 # -- node faults from srun's own lines (the real Slurm cases are in test_launch_slurm.py) --
 
-def ended_trial(tmp_path, stderr: str, exit_code: int = 1, killed: bool = False, launcher: str = "srun"):
-    record = {"launcher": launcher, "nodes": ["n3", "n4"], "exit_code": exit_code, "killed": killed}
+def ended_trial(tmp_path, stderr: str, killed: bool = False, launcher: str = "srun"):
+    record = {"launcher": launcher, "nodes": ["n3", "n4"], "killed": killed}
     (tmp_path / "launch.json").write_text(json.dumps(record))
     (tmp_path / "launcher.err").write_text(stderr)
     return tmp_path
@@ -138,16 +139,16 @@ def ended_trial(tmp_path, stderr: str, exit_code: int = 1, killed: bool = False,
 ])
 def test_node_fault_patterns(tmp_path, line, nodes, meaning):
     trial = ended_trial(tmp_path, f"--> executable follows <--\nTraceback (most recent call last):\n{line}\n")
-    fault = node_failure(trial, env={"PATH": ""})
+    fault = node_failure(trial, 1, env={"PATH": ""})
     assert fault is not None and fault.nodes == nodes
     assert str(fault) == f"{meaning}: {line}"
 
 
 def test_what_is_not_a_node_fault(tmp_path):
     line = "srun: error: Node failure on n4\n"
-    assert node_failure(ended_trial(tmp_path, line, exit_code=0)) is None
-    assert node_failure(ended_trial(tmp_path, line, killed=True)) is None  # the manager stopped it
-    assert node_failure(ended_trial(tmp_path, line, launcher="mpiexec")) is None
+    assert node_failure(ended_trial(tmp_path, line), 0) is None
+    assert node_failure(ended_trial(tmp_path, line, killed=True), 1) is None  # the manager stopped it
+    assert node_failure(ended_trial(tmp_path, line, launcher="mpiexec"), 1) is None
     # A rank's own output that merely mentions the words (srun forwards it into the same file).
-    assert node_failure(ended_trial(tmp_path, "RuntimeError: srun: error: Node failure on n4\n")) is None
-    assert node_failure(tmp_path / "never-launched") is None
+    assert node_failure(ended_trial(tmp_path, "RuntimeError: srun: error: Node failure on n4\n"), 1) is None
+    assert node_failure(tmp_path / "never-launched", 1) is None

@@ -1,7 +1,7 @@
 """Trials on the real local Slurm (scripts/slurm-cluster.sh): slices, MPI worlds, kill, node faults.
 
 Most tests run the launcher outside any allocation, so each trial is a Slurm
-job of its own. `test_inside_an_allocation` runs the same launcher as the main
+job of its own. `test_inside_an_allocation` runs the same executor as the main
 process of a 4-node allocation (`salloc ... python this_file.py`), the way the
 manager runs on Frontier: trials are then job steps.
 """
@@ -19,11 +19,11 @@ import pytest
 
 import slurm_probe
 from orchestrator.allocation import Allocation, discover_nodes
-from orchestrator.launch import Launcher
-from orchestrator.node_faults import node_failure
+from orchestrator.launch.executor import TrialExecutor
+from orchestrator.launch.node_faults import node_failure
 from orchestrator.sites import SiteConfig, load_site
 from slurm_probe import make_trial
-from trainer import typed
+from trainer.contract import typed
 
 pytestmark = pytest.mark.slurm
 
@@ -36,9 +36,9 @@ def slurm_site(**changes: object) -> SiteConfig:
 
 
 @pytest.fixture
-def launcher(slurm_cluster, tmp_path):
-    with Launcher(slurm_site(), tmp_path / "runinfo", max_trials=2, env=slurm_cluster.env) as launcher:
-        yield launcher
+def executor(slurm_cluster, tmp_path):
+    with TrialExecutor(slurm_site(), tmp_path / "runinfo", max_trials=2, env=slurm_cluster.env) as executor:
+        yield executor
 
 
 @contextmanager
@@ -66,21 +66,21 @@ def check_two_worlds(trial_dirs: list[Path], slices: list[tuple[str, ...]]) -> N
     assert not set(slices[0]) & set(slices[1])
 
 
-def test_two_slices_run_concurrently(slurm_cluster, launcher, tmp_path):
+def test_two_slices_run_concurrently(slurm_cluster, executor, tmp_path):
     alloc = Allocation(slurm_cluster.nodes, 2)
-    handles = [launcher.submit(make_trial(tmp_path / f"trial-{s.index}", sleep=1), s) for s in alloc.slices]
+    handles = [executor.submit(make_trial(tmp_path / f"trial-{s.index}", sleep=1), s) for s in alloc.slices]
     assert [h.wait(120) for h in handles] == [0, 0]
     check_two_worlds([h.trial_dir for h in handles], [s.nodes for s in alloc.slices])
     # Concurrent, not one after the other: every rank of both trials started before either trial ended.
     started = max(p.stat().st_mtime for h in handles for p in h.trial_dir.glob("rank-*.json"))
     ended = min(json.loads((h.trial_dir / "launch.json").read_text())["finished"] for h in handles)
     assert started < ended
-    assert all(node_failure(h.trial_dir, env=slurm_cluster.env) is None for h in handles)
+    assert all(node_failure(h.trial_dir, h.exit_code(), env=slurm_cluster.env) is None for h in handles)
 
 
-def test_kill_reaches_every_rank_and_the_slice_is_reusable(slurm_cluster, launcher, tmp_path):
+def test_kill_reaches_every_rank_and_the_slice_is_reusable(slurm_cluster, executor, tmp_path):
     slice = Allocation(slurm_cluster.nodes, 2).slice(0)
-    handle = launcher.submit(make_trial(tmp_path / "long", sleep=300), slice)
+    handle = executor.submit(make_trial(tmp_path / "long", sleep=300), slice)
     slurm_probe.wait_for_ranks(handle.trial_dir, 4, handle)
     assert any(" trial-long " in line for line in running_steps(slurm_cluster))
     code = handle.kill(grace_seconds=30)
@@ -88,15 +88,15 @@ def test_kill_reaches_every_rank_and_the_slice_is_reusable(slurm_cluster, launch
     assert sorted(p.name for p in handle.trial_dir.glob("sigterm-*")) == [f"sigterm-{r}" for r in range(4)]
     assert slurm_probe.survivors(handle.trial_dir) == []
     assert not any(" trial-long " in line for line in running_steps(slurm_cluster))
-    again = launcher.submit(make_trial(tmp_path / "again"), slice)  # no pause: the same nodes at once
+    again = executor.submit(make_trial(tmp_path / "again"), slice)  # no pause: the same nodes at once
     assert again.wait(120) == 0
     assert sorted({r["node"] for r in slurm_probe.ranks_seen(again.trial_dir)}) == sorted(slice.nodes)
-    assert node_failure(handle.trial_dir, env=slurm_cluster.env) is None  # we killed it
+    assert node_failure(handle.trial_dir, handle.exit_code(), env=slurm_cluster.env) is None  # we killed it
 
 
-def test_kill_forces_ranks_that_ignore_sigterm(slurm_cluster, launcher, tmp_path):
+def test_kill_forces_ranks_that_ignore_sigterm(slurm_cluster, executor, tmp_path):
     slice = Allocation(slurm_cluster.nodes, 2).slice(1)
-    handle = launcher.submit(make_trial(tmp_path / "hung", sleep=300, ignore_sigterm=True), slice)
+    handle = executor.submit(make_trial(tmp_path / "hung", sleep=300, ignore_sigterm=True), slice)
     slurm_probe.wait_for_ranks(handle.trial_dir, 4, handle)
     assert handle.kill(grace_seconds=0.5) == 128 + signal.SIGKILL
     assert len(list(handle.trial_dir.glob("sigterm-*"))) == 4  # asked politely first
@@ -104,19 +104,19 @@ def test_kill_forces_ranks_that_ignore_sigterm(slurm_cluster, launcher, tmp_path
     assert not any(" trial-hung " in line for line in running_steps(slurm_cluster))
 
 
-def test_trainer_failure_is_not_a_node_fault(slurm_cluster, launcher, tmp_path):
-    handle = launcher.submit(make_trial(tmp_path / "bad", exit_code=2), Allocation(slurm_cluster.nodes, 2).slice(0))
+def test_trainer_failure_is_not_a_node_fault(slurm_cluster, executor, tmp_path):
+    handle = executor.submit(make_trial(tmp_path / "bad", exit_code=2), Allocation(slurm_cluster.nodes, 2).slice(0))
     assert handle.wait(120) == 2
-    assert node_failure(handle.trial_dir, env=slurm_cluster.env) is None
+    assert node_failure(handle.trial_dir, handle.exit_code(), env=slurm_cluster.env) is None
 
 
 def test_launch_onto_a_down_node_is_a_node_fault(slurm_cluster, tmp_path):
     # --immediate=1: outside an allocation a job on a DOWN node would otherwise wait in the queue.
-    with Launcher(slurm_site(immediate=1), tmp_path / "runinfo", max_trials=1, env=slurm_cluster.env) as launcher:
+    with TrialExecutor(slurm_site(immediate=1), tmp_path / "runinfo", max_trials=1, env=slurm_cluster.env) as executor:
         with node_down(slurm_cluster, "n4"):
-            handle = launcher.submit(make_trial(tmp_path / "down"), Allocation(slurm_cluster.nodes, 2).slice(1))
+            handle = executor.submit(make_trial(tmp_path / "down"), Allocation(slurm_cluster.nodes, 2).slice(1))
             assert handle.wait(120) not in (0, None)
-            fault = node_failure(handle.trial_dir, env=slurm_cluster.env)
+            fault = node_failure(handle.trial_dir, handle.exit_code(), env=slurm_cluster.env)
     assert fault is not None and fault.nodes == ("n4",)
     assert "Required node not available" in fault.reason and " n4" in str(fault)
 
@@ -146,17 +146,17 @@ def _manager_inside_allocation(out: Path) -> None:
     env = dict(os.environ)
     site = slurm_site()
     alloc = Allocation(discover_nodes(site, None, env), 2)
-    with Launcher(site, out / "runinfo", max_trials=2, env=env) as launcher:
-        handles = [launcher.submit(make_trial(out / f"trial-{s.index}", sleep=1), s) for s in alloc.slices]
+    with TrialExecutor(site, out / "runinfo", max_trials=2, env=env) as executor:
+        handles = [executor.submit(make_trial(out / f"trial-{s.index}", sleep=1), s) for s in alloc.slices]
         codes = [h.wait(120) for h in handles]
-        long = launcher.submit(make_trial(out / "long", sleep=300), alloc.slice(0))
+        long = executor.submit(make_trial(out / "long", sleep=300), alloc.slice(0))
         slurm_probe.wait_for_ranks(long.trial_dir, 4, long)
         killed = long.kill(grace_seconds=30)
         subprocess.run(["scontrol", "update", "nodename=n4", "state=down", "reason=test"], env=env, check=True)
-        failed = launcher.submit(make_trial(out / "on-down-node"), alloc.slice(1))
+        failed = executor.submit(make_trial(out / "on-down-node"), alloc.slice(1))
         failed.wait(120)
-        fault = node_failure(failed.trial_dir, env=env)
-    report = {"codes": codes, "inside_allocation": launcher.inside_allocation, "killed": killed,
+        fault = node_failure(failed.trial_dir, failed.exit_code(), env=env)
+    report = {"codes": codes, "inside_allocation": executor.inside_allocation, "killed": killed,
               "sigterms": len(list(long.trial_dir.glob("sigterm-*"))), "survivors": slurm_probe.survivors(long.trial_dir),
               "fault_nodes": list(fault.nodes) if fault else None, "fault": str(fault)}
     (out / "report.json").write_text(json.dumps(report))

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from ensembles import ethanol_ensemble, mixed_ensemble  # noqa: F401  (fixtures)
-from trainer.manifest import (MANIFEST_FILE, EnsembleError, MemberSource, load_manifest, read_manifest,
+from trainer.ensemble.manifest import (MANIFEST_FILE, EnsembleError, TrainedMember, load_manifest, read_manifest,
                               set_calibration, write_manifest)
-from trainer.typed import ConfigError
+from trainer.contract.typed import ConfigError
 
 
 @pytest.fixture
@@ -57,8 +57,8 @@ def test_manifest_describes_the_members(ethanol_ensemble):
 
 
 def test_members_must_share_their_data(ethanol_ensemble, mixed_ensemble, tmp_path):
-    sources = [MemberSource("a", trial_of(ethanol_ensemble, "egnn16") / "best.pt", {}),
-               MemberSource("b", trial_of(mixed_ensemble, "egnn8") / "best.pt", {})]
+    sources = [TrainedMember("a", trial_of(ethanol_ensemble, "egnn16") / "best.pt", {}),
+               TrainedMember("b", trial_of(mixed_ensemble, "egnn8") / "best.pt", {})]
     with pytest.raises(EnsembleError, match="trained on different data") as caught:
         write_manifest(tmp_path / "e", sources, None, 50)
     assert "egnn8/best.pt" in str(caught.value) and "egnn16/best.pt" in str(caught.value)
@@ -68,11 +68,11 @@ def test_members_must_share_their_data(ethanol_ensemble, mixed_ensemble, tmp_pat
 def test_bad_member_sources(ethanol_ensemble, tmp_path):
     best = trial_of(ethanol_ensemble, "egnn16") / "best.pt"
     with pytest.raises(EnsembleError, match="no such member checkpoint"):
-        write_manifest(tmp_path / "e", [MemberSource("a", tmp_path / "missing.pt", {})], None, 50)
+        write_manifest(tmp_path / "e", [TrainedMember("a", tmp_path / "missing.pt", {})], None, 50)
     with pytest.raises(EnsembleError, match="member name '../evil'"):
-        write_manifest(tmp_path / "e", [MemberSource("../evil", best, {})], None, 50)
+        write_manifest(tmp_path / "e", [TrainedMember("../evil", best, {})], None, 50)
     with pytest.raises(ConfigError, match="members: member names repeat"):
-        write_manifest(tmp_path / "e", [MemberSource("a", best, {}), MemberSource("a", best, {})], None, 50)
+        write_manifest(tmp_path / "e", [TrainedMember("a", best, {}), TrainedMember("a", best, {})], None, 50)
 
 
 def test_tampered_member_is_refused(ensemble_copy):

@@ -17,13 +17,13 @@ from ase import Atoms
 
 from conftest import shared_file
 from test_models import BACKBONES, FORCE_MODES, SMALL, randomised
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram
 from trainer.data.structures import read_structures
 from trainer.models import DataStats, build_model
 from trainer.models.build import EnergyForceModel
-from trainer.trialconfig import ModelConfig
 
 RADIUS, CAP = 5.0, 50
 FILES = {"ethanol": "molecules/ethanol_train.xyz.xz", "silicon": "crystals/mlearn_Si_training.extxyz.xz",

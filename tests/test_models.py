@@ -14,6 +14,7 @@ from torch_geometric.nn.conv import PNAConv
 from torch_geometric.nn.models.schnet import InteractionBlock
 
 from conftest import shared_file
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
@@ -23,7 +24,6 @@ from trainer.models.build import EnergyForceModel
 from trainer.models.layers import BesselBasis, Graph, RadialFilter, build_graph, cosine_cutoff, init_weights
 from trainer.models.pna import AGGREGATORS, SCALERS, PNALayer, average_log_degree
 from trainer.models.schnet import SchNetInteraction
-from trainer.trialconfig import ModelConfig
 
 RADIUS = 5.0
 BACKBONES = ("EGNN", "PNA", "SchNet")
@@ -239,7 +239,7 @@ def test_models_do_not_import_torch_geometric():
     """A trial pays seconds of start-up for importing torch_geometric; the models must not need it."""
     script = ("import sys, torch\n"
               "from trainer.models import DataStats, build_model\n"
-              "from trainer.trialconfig import ModelConfig\n"
+              "from trainer.contract.trialconfig import ModelConfig\n"
               "from trainer.data.batch import Batch\n"
               "from trainer.data.graphs import GraphArrays\n"
               "stats = DataStats(5.0, [1], [{1: -1.0}], 0.0, 1.0, 1.0, [0, 2])\n"

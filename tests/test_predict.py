@@ -13,15 +13,15 @@ from ase.optimize import BFGS
 
 from ensembles import ethanol_ensemble, mixed_ensemble  # noqa: F401  (fixtures)
 from conftest import shared_file
-from trainer import typed
 from trainer.calculator import EnsembleCalculator
+from trainer.contract import typed
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.structures import read_structures
-from trainer.manifest import set_calibration
+from trainer.ensemble.manifest import set_calibration
+from trainer.ensemble.predict import Ensemble, StructureError
 from trainer.models.build import DataStats, build_model
-from trainer.predict import Ensemble, StructureError
-from trainer.trialconfig import ModelConfig
 
 
 @pytest.fixture(scope="module")

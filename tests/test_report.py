@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 
 from datasets import ethanol_bp  # noqa: F401  (fixture)
 from hpo_helpers import assert_one_line_error, gfm_hpo, result_of
-from orchestrator import report
-from orchestrator.status import utilisation
-from orchestrator.trialdb import TrialDB
+from orchestrator.trials.db import TrialDB
+from orchestrator.views import figures, report
+from orchestrator.views.status import utilisation
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "inspect_trials.ipynb"
 FIGURES = ["trajectory.png", "learning_curves.png", "objective_by_mpnn.png", "slice_timeline.png"]
@@ -114,7 +114,7 @@ def test_each_figure_draws_every_trial(run):
     completed = trials[trials["status"] == "completed"].sort_values("finished_at")
     failed = trials[trials["status"] == "failed"]
 
-    ax = report.plot_trajectory(trials, _axes())
+    ax = figures.plot_trajectory(trials, _axes())
     (points,) = _by_gid(ax, "completed")
     offsets = np.asarray(points.get_offsets())
     assert np.allclose(offsets[:, 0], (completed["finished_at"] - start).dt.total_seconds())
@@ -129,24 +129,24 @@ def test_each_figure_draws_every_trial(run):
     ranked = completed.sort_values("objective")["trial_id"].tolist()
     wide = trials.copy()  # a diverging trial next to good ones: the objective axis goes logarithmic
     wide.loc[wide["trial_id"] == ranked[-1], "objective"] *= 1000
-    assert ax.get_yscale() == "linear" and report.plot_trajectory(wide, _axes()).get_yscale() == "log"
+    assert ax.get_yscale() == "linear" and figures.plot_trajectory(wide, _axes()).get_yscale() == "log"
 
-    ax = report.plot_learning_curves(trials, curves, _axes(), top=2)
+    ax = figures.plot_learning_curves(trials, curves, _axes(), top=2)
     assert [line.get_gid() for line in ax.lines] == [f"trial-{i}" for i in ranked[:2]]
     for line, trial_id in zip(ax.lines, ranked):
         curve = curves[curves["trial_id"] == trial_id]
         assert list(line.get_xdata()) == [1, 2] and np.allclose(line.get_ydata(), curve["val_loss"])
-    ax = report.plot_learning_curves(trials, curves, _axes(), top=10)
+    ax = figures.plot_learning_curves(trials, curves, _axes(), top=10)
     assert len(ax.lines) == 3  # the failed trial never finished an epoch: no curve
 
-    ax = report.plot_by_mpnn(trials, _axes())
+    ax = figures.plot_by_mpnn(trials, _axes())
     (points,) = _by_gid(ax, "completed")
     assert sorted(np.asarray(points.get_offsets())[:, 1]) == pytest.approx(sorted(completed["objective"]))
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == ["EGNN\n0 done, 1 failed", "PNA\n1 done", "SchNet\n2 done"]
 
     now = trials["finished_at"].max()
-    ax = report.plot_slice_timeline(trials, events, _axes(), now=now)
+    ax = figures.plot_slice_timeline(trials, events, _axes(), now=now)
     bars = _bars(ax)
     assert len(bars) == 4
     for row in trials.itertuples():
@@ -155,7 +155,7 @@ def test_each_figure_draws_every_trial(run):
         assert bar.width == pytest.approx((row.finished_at - row.started_at).total_seconds())
     used = utilisation(trials, 2, now.timestamp())
     assert ax.get_title() == f"hpo on 2 slices: utilisation {100 * used:.0f}%"
-    ax = report.plot_slice_timeline(trials, events, _axes(), slices=4, now=now)
+    ax = figures.plot_slice_timeline(trials, events, _axes(), slices=4, now=now)
     assert ax.get_title().startswith("hpo on 4 slices") and [t.get_text() for t in ax.get_yticklabels()] == list("0123")
 
 
@@ -194,13 +194,13 @@ def test_run_in_progress_with_an_ensemble_phase(run, tmp_path):
         db.update_progress(ids[1], result_of(top["trial_dir"].iloc[1]))
     trials, curves, events = report.load_run(copy)
 
-    ax = report.plot_trajectory(trials, _axes())  # HPO by default: the members are not search points
+    ax = figures.plot_trajectory(trials, _axes())  # HPO by default: the members are not search points
     assert len(_by_gid(ax, "completed")[0].get_offsets()) == 3
-    ax = report.plot_trajectory(trials, _axes(), phase="ensemble")
+    ax = figures.plot_trajectory(trials, _axes(), phase="ensemble")
     assert len(_by_gid(ax, "completed")[0].get_offsets()) == 1 and "1 running" in ax.get_title()
 
     now = events["at"].max() + pd.Timedelta(seconds=60)
-    bars = _bars(report.plot_slice_timeline(trials, events, _axes(), now=now))
+    bars = _bars(figures.plot_slice_timeline(trials, events, _axes(), now=now))
     members = [b for b in bars if b.phase == "ensemble"]
     assert len(bars) == 6 and sorted(b.trial_id for b in members) == ids
     assert all(b.hatch for b in members) and not any(b.hatch for b in bars if b.phase == "hpo")
@@ -209,7 +209,7 @@ def test_run_in_progress_with_an_ensemble_phase(run, tmp_path):
     first = events.loc[events["status"] == "running", "at"].min()
     assert running.left + running.width == pytest.approx((now - first).total_seconds())  # drawn up to now
     assert running.left == pytest.approx((started - first).total_seconds())
-    ax = report.plot_slice_timeline(trials, events, _axes(), phases=("hpo",), now=now)
+    ax = figures.plot_slice_timeline(trials, events, _axes(), phases=("hpo",), now=now)
     assert len(_bars(ax)) == 4 and ax.get_title().startswith("hpo on 2 slices")
 
     gfm_hpo("report", copy, check=True)
@@ -228,8 +228,8 @@ def test_run_without_a_completed_trial(run, tmp_path):
     done = gfm_hpo("report", fresh, check=True)
     assert len(done.stdout.splitlines()) == 6
     trials, curves, events = report.load_run(fresh)
-    assert "no hpo trials yet" in _empty_message(report.plot_trajectory(trials, _axes()))
-    assert "no trial has started" in _empty_message(report.plot_slice_timeline(trials, events, _axes()))
+    assert "no hpo trials yet" in _empty_message(figures.plot_trajectory(trials, _axes()))
+    assert "no trial has started" in _empty_message(figures.plot_slice_timeline(trials, events, _axes()))
 
     failed = report.load_run(run)[0].iloc[1]
     with TrialDB(fresh) as db:
@@ -242,13 +242,13 @@ def test_run_without_a_completed_trial(run, tmp_path):
         _check_png((fresh / "report" / name).read_bytes())
     assert pd.read_csv(fresh / "report" / "best_trials.csv").empty
     trials, curves, events = report.load_run(fresh)
-    ax = report.plot_trajectory(trials, _axes())
+    ax = figures.plot_trajectory(trials, _axes())
     assert "no completed trial yet" in _empty_message(ax) and len(_by_gid(ax, "failed")[0].get_xdata()) == 1
-    assert "no completed hpo trial" in _empty_message(report.plot_learning_curves(trials, curves, _axes()))
-    ax = report.plot_by_mpnn(trials, _axes())
+    assert "no completed hpo trial" in _empty_message(figures.plot_learning_curves(trials, curves, _axes()))
+    ax = figures.plot_by_mpnn(trials, _axes())
     assert "no completed hpo trial" in _empty_message(ax)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["EGNN\n0 done, 1 failed", "PNA\n0 done"]
-    assert [b.status for b in _bars(report.plot_slice_timeline(trials, events, _axes()))] == ["failed"]
+    assert [b.status for b in _bars(figures.plot_slice_timeline(trials, events, _axes()))] == ["failed"]
 
 
 def test_bad_run_directories_are_one_line_errors(run, tmp_path):
@@ -305,7 +305,7 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     for image in images:
         _check_png(base64.b64decode(image), min_size=(400, 200))
     tables = [out.data["text/html"] for out in outputs if "text/html" in out.get("data", {})]
-    best = report.best_trials(report.load_run(run)[0])
+    best = figures.best_trials(report.load_run(run)[0])
     (ranking,) = [t for t in tables if "rank" in t and "objective" in t]
     assert "<table" in ranking and all(f"<td>{o:.6f}</td>" in ranking for o in best["objective"])
     assert any("non-finite loss" in t for t in tables)  # the failures table

@@ -17,11 +17,12 @@ import textwrap
 import pytest
 import threadpoolctl
 
-from orchestrator import optimizers
-from orchestrator.search import TooManyFailures, make_optimizer, restore
-from orchestrator.trialdb import TrialDB
+from orchestrator.search import backends
+from orchestrator.search.backends import make_optimizer
+from orchestrator.search.base import TooManyFailures, restore
+from orchestrator.trials.db import TrialDB
 from search_spaces import load_space, parse_space
-from trainer.typed import ConfigError
+from trainer.contract.typed import ConfigError
 
 SMALL = load_space("small")
 BUDGET, IN_FLIGHT, SEEDS = 36, 4, (0, 1, 2)
@@ -176,7 +177,7 @@ def test_settings_are_merged_and_recorded(tmp_path):
 
     from deephyper.hpo import CBO
 
-    assert set(optimizers.CBO_DEFAULTS) <= set(inspect.signature(CBO.__init__).parameters)
+    assert set(backends.CBO_DEFAULTS) <= set(inspect.signature(CBO.__init__).parameters)
     optimizer = make_optimizer(space("cbo", acq_optimizer_kwargs={"n_points": 500}), 0, tmp_path)
     assert optimizer.settings["acq_optimizer_kwargs"] == {"max_total_failures": -1, "n_points": 500}
     gp = make_optimizer(space("cbo", surrogate_model="GP"), 0, tmp_path / "gp")  # defaults follow the surrogate
@@ -201,7 +202,8 @@ def test_tell_checks_its_input(tmp_path):
 def test_manager_side_never_imports_torch(tmp_path):
     script = textwrap.dedent(f"""
         import sys
-        from orchestrator.search import make_optimizer, restore
+        from orchestrator.search.backends import make_optimizer
+        from orchestrator.search.base import restore
         from orchestrator.trialdb import TrialDB, load_trials
         from search_spaces import load_space, parse_space
         small = load_space("small")

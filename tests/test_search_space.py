@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 
 from search_spaces import PACKAGED, load_space, parse_space
-from trainer import typed
-from trainer.trialconfig import TrialConfig
-from trainer.typed import ConfigError
+from trainer.contract import typed
+from trainer.contract.trialconfig import TrialConfig
+from trainer.contract.typed import ConfigError
 
 BASE = typed.build(TrialConfig, {"data": {"sources": [{"path": "data/ethanol.bp"}]}, "training": {"epochs": 10}})
 
 
 def test_default_is_table_iv():
     space = load_space()
-    assert space.source == str(PACKAGED / "table_iv.yaml") and space.backend == "cbo"
+    assert space.origin == str(PACKAGED / "table_iv.yaml") and space.backend == "cbo"
     assert space.names == ["mpnn_type", "num_conv_layers", "hidden_dim", "num_fc_layers", "fc_dim"]
     assert space.to_mapping()["parameters"] == {
         "mpnn_type": {"choices": ["PNA", "EGNN", "SchNet"], "path": "model.mpnn_type"},
@@ -40,7 +40,7 @@ def test_small_is_table_iv_scaled_down():
 
 def test_round_trip_through_a_mapping():
     space = load_space("small")
-    assert parse_space(space.to_mapping(), space.source) == space
+    assert parse_space(space.to_mapping(), space.origin) == space
 
 
 VALID = "parameters:\n  hidden_dim: {low: 10, high: 20}\n"

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.sites import batch_script, known_sites, load_site
-from trainer import typed
-from trainer.typed import ConfigError
+from orchestrator.launch.batch import batch_script
+from orchestrator.sites import known_sites, load_site
+from trainer.contract import typed
+from trainer.contract.typed import ConfigError
 
 LOCAL_SITE = """\
 name: mybox
@@ -27,7 +28,7 @@ def test_packaged_sites():
     local = load_site("local")
     assert (local.scheduler, local.launcher, local.ranks_per_node) == ("local", "mpiexec", 1)
     assert load_site("local-slurm").mpi == "pmi2"
-    assert frontier.source.endswith("site_configs/frontier.yaml")
+    assert frontier.origin.endswith("site_configs/frontier.yaml")
 
 
 def test_a_users_site_file(tmp_path):
@@ -35,7 +36,7 @@ def test_a_users_site_file(tmp_path):
     path.write_text(LOCAL_SITE)
     site = load_site(str(path))
     assert site.name == "mybox" and site.ranks_per_node == 2 and site.trainer_command == ["gfm-train"]
-    assert site.source == str(path)
+    assert site.origin == str(path)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -70,7 +71,7 @@ def test_account_is_required_only_when_a_batch_job_is_written():
     frontier = load_site("frontier")  # a dry run reads the site without an account
     with pytest.raises(ConfigError) as err:
         batch_script(frontier, 8192, ["gfm-hpo", "run", "hpo"], "gfm-hpo", "hpo/manager-%j.out")
-    assert str(err.value) == (f"{frontier.source}: account: required to submit a batch job on frontier; "
+    assert str(err.value) == (f"{frontier.origin}: account: required to submit a batch job on frontier; "
                               "set it in the site file")
     script = batch_script(typed.replace_path(frontier, "account", "mat000"), 8192,
                           ["gfm-hpo", "run", "hpo dir"], "gfm-hpo", "hpo/manager-%j.out")

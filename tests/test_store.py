@@ -12,12 +12,12 @@ import torch
 from conftest import shared_file
 from mpi_store_check import (Identifier, assert_same, check_batch, labelled_graphs, nbytes, read_direct,
                              read_structures, write_real_dataset)
+from trainer import distributed
+from trainer.contract.errors import UserError
 from trainer.data.adiosfile import DatasetFileError, DatasetInfo, write_dataset
 from trainer.data.loader import EpochLoader
 from trainer.data.sampler import plan_epoch
 from trainer.data.store import DistributedStore, sample_bytes, share_bounds
-from trainer import distributed
-from trainer.errors import UserError
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from datasets import BIN, ethanol_bp, silicon_bp  # noqa: F401  (fixtures)
-from trainer import typed
-from trainer.result import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
-from trainer.trialconfig import TrialConfig, write_trial
+from trainer.contract import typed
+from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+from trainer.contract.trialconfig import TrialConfig, write_trial
 
 MPIEXEC = shutil.which("mpiexec", path=str(BIN))
 

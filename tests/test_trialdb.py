@@ -14,8 +14,9 @@ import time
 import pandas as pd
 import pytest
 
-from orchestrator.trialdb import TrialDB, TransitionError, load_curves, load_events, load_trials
-from trainer.errors import UserError
+from orchestrator.trialdb import load_curves, load_events, load_trials
+from orchestrator.trials.db import TrialDB, TransitionError
+from trainer.contract.errors import UserError
 
 PARAMS = {"mpnn_type": "PNA", "num_conv_layers": 3, "hidden_dim": 120, "num_fc_layers": 2, "fc_dim": 400}
 
@@ -187,7 +188,7 @@ def test_reader_never_breaks_the_writer(tmp_path):
 
 def test_kill_minus_9_loses_nothing_committed(tmp_path):
     writer = subprocess.Popen([sys.executable, "-u", "-c", textwrap.dedent(f"""
-        from orchestrator.trialdb import TrialDB
+        from orchestrator.trials.db import TrialDB
         db = TrialDB({str(tmp_path)!r})
         i = 0
         while True:

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from trainer import uncertainty
+from trainer.ensemble import uncertainty
 
 N = 200_000
 

@@ -1,6 +1,11 @@
 """Worker side of the orchestrator: runs on every rank of a trial under srun.
 
-The package root imports nothing heavy: the torch-free modules (`errors`,
-`atomicio`, `typed`, `trialconfig`) define the trial contract and are imported
-by the manager, which must stay light.
+  contract/  the torch-free trial contract the manager imports (errors, typed configs,
+             atomic I/O, trial.yaml, result.json)
+  data/      conversion to ADIOS2, cleaning, neighbour lists, the distributed store, batching
+  models/    EGNN, PNA and SchNet backbones and their heads
+  ensemble/  inference: members, batched mean ± std, evaluation, calibration, ASE calculator
+  train, distributed, loss, optim, checkpoint, ...   the epoch loop of one trial
+
+The package root imports nothing: the manager imports trainer.contract alone.
 """

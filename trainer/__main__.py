@@ -2,7 +2,7 @@
 import sys
 
 from trainer.cli import main
-from trainer.errors import run_cli
+from trainer.contract.errors import run_cli
 
 args = sys.argv[1:]
 if args[:1] == ["run"]:

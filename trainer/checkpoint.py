@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from trainer.atomicio import atomic_write_bytes
+from trainer.contract.atomicio import atomic_write_bytes
 
 LATEST = "checkpoint.pt"
 BEST = "best.pt"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from trainer.errors import UserError, run_cli
+from trainer.contract.errors import UserError, run_cli
 
 
 def process_start_time() -> float:
@@ -22,8 +22,8 @@ def process_start_time() -> float:
 
 
 def template() -> str:
-    from trainer import typed
-    from trainer.trialconfig import DataConfig, SourceConfig, TrialConfig
+    from trainer.contract import typed
+    from trainer.contract.trialconfig import DataConfig, SourceConfig, TrialConfig
 
     example = TrialConfig(data=DataConfig(sources=[SourceConfig(path="../data/ethanol.bp")]))
     header = ("# trial.yaml: one training run (gfm-train TRIAL_DIR reads TRIAL_DIR/trial.yaml).\n"

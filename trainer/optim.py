@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-from trainer.trialconfig import TrainingConfig
+from trainer.contract.trialconfig import TrainingConfig
 
 _CLASSES = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 import time
 
-from trainer.result import EpochRecord
+from trainer.contract.result import EpochRecord
 
 _BAR_WIDTH = 30
 _REFRESH_S = 0.2

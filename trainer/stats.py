@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
+from trainer.contract.errors import UserError
 from trainer.data.store import DistributedStore
 from trainer.distributed import Context, all_sum
-from trainer.errors import UserError
 from trainer.models.build import DataStats
 
 _MIN_SCALE = 1e-3   # eV/atom and eV/Å: keeps normalisation finite on degenerate data

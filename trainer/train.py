@@ -23,18 +23,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint, distributed
+from trainer.contract.errors import UserError
 from trainer.data.loader import EpochLoader
 from trainer.data.store import DistributedStore
-from trainer.errors import UserError
 from trainer.loss import SUM_FIELDS, LossWeights, batch_loss, summarise
 from trainer.models.build import DataStats, build_model, count_parameters
 from trainer.optim import Schedule, full_state_dict, make_optimizer
 from trainer.progress import EpochProgress
-from trainer.result import (EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EpochRecord,
+from trainer.contract.result import (EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EpochRecord,
                             Result)
+from trainer.contract.trialconfig import TrialConfig, load_trial
+from trainer.contract.typed import to_dict
 from trainer.stats import data_stats
-from trainer.trialconfig import TrialConfig, load_trial
-from trainer.typed import to_dict
 
 STOP_CHECK_STEPS = 10      # steps between collective checks for a stop signal (one tiny all-reduce)
 _DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}

@@ -15,15 +15,14 @@ Reading takes a contiguous range of samples, so a rank holds only its share.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from trainer.atomicio import atomic_output
+from trainer.contract.atomicio import atomic_output
+from trainer.contract.errors import UserError, one_line
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays
-from trainer.errors import UserError
 
 FORMAT_VERSION = 1
 SPLITS = ("trainset", "valset", "testset")
@@ -38,11 +37,6 @@ _DISK_DTYPE = {
 }
 _MEMORY_DTYPE = {"pbc": bool, "fixed": bool, "source": np.int64, "atomic_numbers": np.int64,
                  "edge_index": np.int64, "edge_shift": np.int64}
-
-
-def _one_line(err: Exception) -> str:
-    """ADIOS2's messages span lines and carry terminal colour codes; keep the words."""
-    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())
 
 
 class DatasetFileError(UserError):
@@ -125,7 +119,7 @@ class DatasetReader:
             self._variables = self._file.available_variables()
             attributes = self._file.available_attributes()
         except Exception as err:  # adios2 raises plain exceptions for foreign or damaged files
-            raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({_one_line(err)})") from None
+            raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({one_line(err)})") from None
         if "format_version" not in attributes or "radius" not in attributes:
             raise DatasetFileError(f"{self.path}: not a dataset written by gfm-data convert")
         self.info = self._read_info()

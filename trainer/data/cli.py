@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from trainer.errors import UserError, run_cli
+from trainer.contract.errors import UserError, run_cli
 
 PROG = "gfm-data"
 

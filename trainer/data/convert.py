@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.atomicio import atomic_output
+from trainer.contract.atomicio import atomic_output
 from trainer.data.cleaning import SourceReport, clean, report_dict
 from trainer.data.reference import degree_histogram, fit_reference_energies
 from trainer.data.splitting import check_fractions, random_split
 from trainer.data.structures import (ENERGY_KEYS, FORCE_KEYS, extract_labels, plain_file, read_frames,
                                      xyz_frame_starts)
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 if TYPE_CHECKING:  # graphs (and adiosfile) import vesin, which imports torch (~2 s): only when there is work
     from trainer.data.adiosfile import DatasetInfo

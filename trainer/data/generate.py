@@ -32,7 +32,7 @@ from ase.constraints import FixAtoms
 from ase.data import atomic_numbers, reference_states
 from ase.optimize import FIRE
 
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 METALS = ("Al", "Cu", "Ag", "Au", "Ni", "Pd", "Pt")
 ADSORBATES = {  # EMT carries (rough) parameters for H, C, N and O; bond lengths in Å
@@ -179,7 +179,7 @@ def write_frames(path: str | Path, frames: list[Atoms], overwrite: bool = False)
     """extxyz with the labels in the calculator results, written atomically."""
     from trainer import aseio
 
-    from trainer.atomicio import atomic_output
+    from trainer.contract.atomicio import atomic_output
 
     with atomic_output(path, overwrite=overwrite) as tmp:
         aseio.write(tmp, frames, format="extxyz")

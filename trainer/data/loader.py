@@ -17,11 +17,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from trainer.contract.errors import UserError
 from trainer.data.batch import Batch
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays
 from trainer.data.sampler import Plan, num_steps, plan_epoch
 from trainer.data.store import DistributedStore
-from trainer.errors import UserError
 
 
 class EpochLoader:

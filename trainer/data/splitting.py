@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.errors import UserError
+from trainer.contract.errors import UserError
 
 # Command-line names of the splits -> group names in the dataset file.
 SPLIT_NAMES = {"train": "trainset", "val": "valset", "test": "testset"}

@@ -18,9 +18,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from trainer.contract.errors import UserError
 from trainer.data.adiosfile import SPLITS, DatasetFileError, DatasetInfo, DatasetReader
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays, offsets, ranges
-from trainer.errors import UserError
 
 
 def share_bounds(num_atoms: np.ndarray, num_edges: np.ndarray, world_size: int) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from ase import Atoms, units
 
 from trainer import aseio
-from trainer.errors import UserError
+from trainer.contract.errors import UserError, one_line
 
 ENERGY_KEYS = ("energy", "REF_energy", "dft_energy", "DFT_energy", "total_energy")
 FORCE_KEYS = ("forces", "REF_forces", "dft_forces", "DFT_forces")
@@ -61,12 +61,6 @@ class LabelledStructures:
         return len(self.structures)
 
 
-def one_line(err: BaseException) -> str:
-    """An exception as one line (parsers like to put the offending text, newlines included, in messages)."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 @contextmanager
 def plain_file(path: str | Path) -> Iterator[tuple[Path, str]]:
     """(an uncompressed path, ASE's format name) for `path`; a temporary copy lives as long as the context."""
@@ -86,7 +80,7 @@ def plain_file(path: str | Path) -> Iterator[tuple[Path, str]]:
             with opener(path, "rb") as packed, open(plain, "wb") as unpacked:
                 shutil.copyfileobj(packed, unpacked, 1 << 22)
         except (OSError, EOFError, lzma.LZMAError) as err:
-            raise StructureFileError(f"{path}: cannot decompress ({one_line(err)})") from None
+            raise StructureFileError(f"{path}: cannot decompress ({one_line(err, with_type=True)})") from None
         yield plain, _format(plain, path)
 
 
@@ -94,10 +88,10 @@ def _format(plain: Path, shown: Path) -> str:
     try:
         fmt = ase.io.formats.filetype(str(plain), guess=True)
     except ase.io.formats.UnknownFileTypeError as err:
-        problem = "empty file" if plain.stat().st_size == 0 else f"unknown file format ({one_line(err)})"
+        problem = "empty file" if plain.stat().st_size == 0 else f"unknown file format ({one_line(err, with_type=True)})"
         raise StructureFileError(f"{shown}: {problem}") from None
     except OSError as err:
-        raise StructureFileError(f"{shown}: cannot read ({one_line(err)})") from None
+        raise StructureFileError(f"{shown}: cannot read ({one_line(err, with_type=True)})") from None
     if fmt not in ase.io.formats.ioformats or not ase.io.formats.ioformats[fmt].can_read:
         raise StructureFileError(f"{shown}: unknown file format (ASE cannot read '{fmt}')")
     return fmt
@@ -120,7 +114,7 @@ def read_frames(plain: Path, fmt: str, shown: Path, byte_range: tuple[int, int] 
                 text = handle.read(byte_range[1] - byte_range[0]).decode()
             frames = aseio.read(io.StringIO(text), ":", format=fmt)
     except Exception as err:  # each ASE reader raises its own kinds of error on malformed input
-        raise StructureFileError(f"{shown}: not readable as {fmt} ({one_line(err)})") from None
+        raise StructureFileError(f"{shown}: not readable as {fmt} ({one_line(err, with_type=True)})") from None
     if isinstance(frames, Atoms):
         frames = [frames]
     if not frames:

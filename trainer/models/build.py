@@ -17,13 +17,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.models.egnn import EGNNLayer
 from trainer.models.heads import DirectForceHead, EnergyHead
 from trainer.models.layers import BesselBasis, Graph, build_graph, init_weights, scatter_sum
 from trainer.models.pna import PNALayer, average_log_degree
 from trainer.models.schnet import SchNetInteraction
-from trainer.trialconfig import ModelConfig
 
 NUM_ELEMENTS = 119  # atomic numbers 0..118: one embedding row and reference column per element
 

@@ -1,0 +1,89 @@
+"""`gfm-ensemble`: the deep ensemble, from training its members to predicting with it.
+
+  gfm-ensemble train RUN_DIR --top-k K [--max-epochs 40] [--patience P] [--foreground]
+  gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
+  gfm-ensemble evaluate ENSEMBLE_DIR LABELLED [-o OUTDIR] [--split testset]
+  gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
+  gfm-ensemble info [ENSEMBLE_DIR]
+
+STRUCTURES and LABELLED: any file ASE reads (xyz/extxyz, traj, db, POSCAR, cif,
+also .xz/.gz/.bz2 compressed); LABELLED may also be a dataset of `gfm-data
+convert` (.bp), of which one split is used. Units: energy eV, forces eV/Å.
+Without -e, the ensemble is the first of: the current directory (if it holds
+manifest.json), ./ensemble, the newest runs/*/ensemble, the newest */ensemble.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from trainer.contract.errors import UserError, run_cli
+from trainer.ensemble import cli as inference
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfm-ensemble", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
+                                              "make RUN_DIR/ensemble")
+    train.add_argument("run_dir", type=Path)
+    train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
+    train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
+    train.add_argument("--patience", type=int, default=10,
+                       help="stop a member after this many epochs without a better validation loss [10]")
+    train.add_argument("--foreground", action="store_true",
+                       help="on a Slurm site outside an allocation: run here instead of submitting a batch job")
+    inference.add_commands(commands)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer.contract.result import EXIT_INTERRUPTED
+    from trainer.ensemble.build import build_ensemble
+    from trainer.ensemble.manifest import read_manifest
+
+    from orchestrator.launch import slurm
+    from orchestrator.launch.batch import submit_manager
+    from orchestrator.phases.ensemble import EnsemblePlan, ensemble_inputs, train_members
+    from orchestrator.sites import load_site
+    from orchestrator.trials import runconfig
+    from orchestrator.views.display import LiveStatus
+
+    for flag, value in (("--top-k", args.top_k), ("--max-epochs", args.max_epochs), ("--patience", args.patience)):
+        if value < 1:
+            raise UserError(f"{flag}: must be at least 1, got {value}")
+    run_dir = args.run_dir.resolve()
+    settings = runconfig.load(run_dir)
+    site = load_site(settings.site)
+    if site.scheduler == "slurm" and not slurm.inside_allocation() and not args.foreground:
+        command = [sys.executable, "-m", "orchestrator.cli.ensemble", "train", str(run_dir), "--top-k",
+                   str(args.top_k), "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
+                   "--foreground"]
+        job = submit_manager(site, run_dir, settings.nodes, settings.walltime, command, phase="ensemble")
+        print(f"submitted batch job {job}; the ensemble will be in {run_dir / 'ensemble'}")
+        return 0
+    status = train_members(run_dir, EnsemblePlan(args.top_k, args.max_epochs, args.patience),
+                           display=LiveStatus())
+    if status == EXIT_INTERRUPTED:
+        return status
+    directory = build_ensemble(*ensemble_inputs(run_dir))
+    print(f"ensemble of {len(read_manifest(directory).members)} members in {directory}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        return cmd_train(args)
+    return inference.COMMANDS[args.command](args)
+
+
+def run_main() -> None:  # pragma: no cover - console entry point
+    run_cli(main, "gfm-ensemble")
+
+
+if __name__ == "__main__":  # the batch job runs `python -m orchestrator.cli.ensemble train ...`
+    run_main()

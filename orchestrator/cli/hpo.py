@@ -1,0 +1,154 @@
+"""`gfm-hpo`: launch, run, resume and inspect an asynchronous hyperparameter search.
+
+  gfm-hpo launch --site frontier --nodes 8192 --data ani1x.bp qm7x.bp [--dry-run [--json]]
+  gfm-hpo run RUN_DIR          what the batch job executes (also: run in the foreground)
+  gfm-hpo resume RUN_DIR       continue a stopped search: nothing completed is lost or repeated
+  gfm-hpo status RUN_DIR       counts, best trials, what each slice runs, utilisation
+  gfm-hpo report RUN_DIR       the search's figures as PNGs (trajectory, curves, by MPNN type, slices)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+from trainer.contract import typed
+from trainer.contract.errors import UserError, run_cli
+
+from orchestrator.launch import slurm
+from orchestrator.trials import runconfig
+from orchestrator.trials.runconfig import RunSettings
+
+
+def _launch_parser(commands) -> None:
+    launch = commands.add_parser("launch", help="start a search (submits a batch job on a Slurm site)")
+    launch.add_argument("--site", default="local", help="site name (site_configs/) or YAML path [local]")
+    launch.add_argument("--nodes", type=int, help="nodes to use (default: the whole allocation)")
+    launch.add_argument("--nodes-per-trial", type=int, help="slice size (default: the site's)")
+    launch.add_argument("--max-evals", type=int, default=100, help="trials to run [100]")
+    launch.add_argument("--epochs", type=int, default=10, help="constant fidelity: epochs per trial [10]")
+    launch.add_argument("--space", help="search space YAML or packaged name (default: Table IV)")
+    launch.add_argument("--data", nargs="+", default=[], metavar="FILE.bp", help="datasets to train on")
+    launch.add_argument("--run-dir", type=Path, help="run directory (default: runs/hpo-<time>)")
+    launch.add_argument("--walltime", help="batch job wall time, HH:MM:SS (default: the site's)")
+    launch.add_argument("--trial-walltime", type=float, help="seconds before a trial is stopped as failed")
+    launch.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    launch.add_argument("--seed", type=int, default=0)
+    launch.add_argument("--max-attempts", type=int, default=3, help="launches per trial after node failures [3]")
+    launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
+    launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="trial.yaml override for every trial, e.g. training.batch_size=64")
+    launch.add_argument("--dry-run", action="store_true", help="print the slice plan and commands; run nothing")
+    launch.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
+    launch.add_argument("--foreground", action="store_true",
+                        help="on a Slurm site outside an allocation: run the manager here (each trial its own job)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfm-hpo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    _launch_parser(commands)
+    run = commands.add_parser("run", help="run the manager of RUN_DIR here (what the batch job executes)")
+    run.add_argument("run_dir", type=Path)
+    resume = commands.add_parser("resume", help="continue a stopped search")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--foreground", action="store_true", help="on a Slurm site: do not submit, run here")
+    status = commands.add_parser("status", help="where a search stands")
+    status.add_argument("run_dir", type=Path)
+    status.add_argument("--json", action="store_true")
+    report = commands.add_parser("report", help="write the search's figures as PNG files")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("-o", "--output", type=Path, help="directory for the PNGs (default: RUN_DIR/report)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> RunSettings:
+    raw = {"site": args.site, "data": [str(Path(p).resolve()) for p in args.data] or ["<none>"],
+           "nodes": args.nodes, "nodes_per_trial": args.nodes_per_trial, "max_evals": args.max_evals,
+           "epochs": args.epochs, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
+           "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
+           "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set)}
+    try:
+        return typed.build(RunSettings, raw, "command line")
+    except typed.ConfigError as err:  # name the flag, not the field
+        message = str(err).removeprefix("command line: ")
+        key, _, problem = message.partition(": ")
+        raise UserError(f"--{key.split('.')[0].replace('_', '-')}: {problem}") from None
+
+
+def launch(args: argparse.Namespace) -> int:
+    from search_spaces import load_space
+
+    from orchestrator.allocation import Allocation, discover_nodes
+    from orchestrator.phases.run import check_datasets
+    from orchestrator.sites import load_site
+    from orchestrator.views.plan import format_plan, slice_plan
+
+    settings = settings_from(args)
+    site = load_site(settings.site)
+    load_space(settings.space)  # a bad space file fails now, not in the batch job
+    nodes = discover_nodes(site, settings.nodes)
+    allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
+    run_dir = (args.run_dir or Path("runs") / time.strftime("hpo-%Y%m%d-%H%M%S")).resolve()
+    runconfig.base_trial(settings, threads=site.cpus_per_rank)  # --set overrides are checked here
+    if args.dry_run:
+        plan = slice_plan(site, allocation, run_dir / runconfig.TRIALS_DIR)
+        print(json.dumps(plan) if args.json else format_plan(plan))
+        return 0
+    if not args.data:
+        raise UserError("--data: at least one dataset is needed (make one with gfm-data convert)")
+    check_datasets(settings.data)
+    if (run_dir / runconfig.RUN_FILE).exists():
+        raise UserError(f"{run_dir}: already holds a run; continue it with gfm-hpo resume {run_dir}")
+    runconfig.save(run_dir, settings)
+    return _start(run_dir, site, settings, args.foreground)
+
+
+def _start(run_dir: Path, site, settings: RunSettings, foreground: bool) -> int:
+    from orchestrator.launch.batch import submit_manager
+    from orchestrator.phases.hpo import run_hpo
+
+    if site.scheduler == "slurm" and not slurm.inside_allocation() and not foreground:
+        if settings.nodes is None:
+            raise UserError("--nodes: how many nodes to ask the batch system for")
+        job = submit_manager(site, run_dir, settings.nodes, settings.walltime)
+        print(f"submitted batch job {job}; run directory {run_dir}")
+        print(f"follow it with: gfm-hpo status {run_dir}")
+        return 0
+    print(f"run directory {run_dir}")
+    return run_hpo(run_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "launch":
+        return launch(args)
+    if args.command == "run":
+        from orchestrator.phases.hpo import run_hpo
+
+        return run_hpo(args.run_dir)
+    if args.command == "resume":
+        from orchestrator.sites import load_site
+
+        settings = runconfig.load(args.run_dir)
+        return _start(args.run_dir.resolve(), load_site(settings.site), settings, args.foreground)
+    if args.command == "status":
+        from orchestrator.views.status import as_json, format_status, status_report
+
+        report = status_report(args.run_dir)
+        print(as_json(report) if args.json else format_status(report))
+        return 0
+    if args.command == "report":
+        from orchestrator.views.report import write_report
+
+        for path in write_report(args.run_dir, args.output or args.run_dir / "report"):
+            print(path)
+        return 0
+    raise AssertionError(args.command)
+
+
+def run_main() -> None:  # console entry point
+    run_cli(main, "gfm-hpo")

@@ -1,0 +1,121 @@
+"""The ensemble phase: the top-K configurations of the search, trained to convergence on the slices.
+
+Selection comes from the trial database, never from hard-coded trial ids
+(HydraGNN picked its ensemble in a shell script): completed HPO trials by
+objective, one per distinct configuration, ties by trial id. Each member is a
+trial of phase "ensemble" (parent_id = the HPO trial it retrains) run by the
+same manager, so it is recorded, resumable and fault-tolerant like any trial.
+The members' best checkpoints then become ENSEMBLE_DIR (trainer/ensemble/build.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.contract import typed
+from trainer.contract.errors import UserError
+from trainer.contract.trialconfig import TrialConfig, load_trial
+from trainer.ensemble.manifest import TrainedMember
+
+from orchestrator.phases.run import check_datasets, run_phase
+from orchestrator.search.proposers import FixedProposer, Proposal
+from orchestrator.sites import load_site
+from orchestrator.trials import runconfig
+from orchestrator.trials.db import TrialDB
+from orchestrator.trials.schema import Trial
+
+log = logging.getLogger(__name__)
+
+PHASE = "ensemble"
+ENSEMBLE_DIR = "ensemble"          # RUN_DIR/ensemble: the manifest and member checkpoints
+MEMBERS_DIR = "ensemble/trials"    # RUN_DIR/ensemble/trials/NNNNN: the members' trial directories
+SELECTION_KEY = "ensemble_selection"
+
+
+@dataclass(frozen=True)
+class EnsemblePlan:
+    top_k: int
+    max_epochs: int
+    patience: int | None
+
+
+def select_top(trials: list[Trial], k: int) -> list[Trial]:
+    """The k best completed trials, one per distinct configuration (its best run), ties by id."""
+    best: dict[str, Trial] = {}
+    for trial in sorted((t for t in trials if t.status == "completed" and t.objective is not None),
+                        key=lambda t: (t.objective, t.trial_id)):
+        best.setdefault(json.dumps(trial.params, sort_keys=True), trial)
+    return list(best.values())[:k]
+
+
+def member_config(parent: TrialConfig, plan: EnsemblePlan) -> TrialConfig:
+    """The parent's trial, trained to convergence: more epochs, early stopping, best weights kept."""
+    data = typed.to_dict(parent)
+    data["training"].update(epochs=plan.max_epochs, patience=plan.patience)
+    data["output"]["keep_best"] = True
+    data["name"] = f"member-of-{parent.name}"
+    return typed.build(TrialConfig, data, origin="ensemble member")
+
+
+def _selection(db: TrialDB, plan: EnsemblePlan) -> list[int]:
+    """The chosen HPO trial ids; fixed at the first call so a resumed phase trains the same members."""
+    chosen = db.get_meta(SELECTION_KEY)
+    started = db.get_meta("ensemble_plan")
+    if started is not None and started != {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
+                                           "patience": plan.patience}:
+        raise UserError(f"{db.path}: the ensemble phase was started with {started}; "
+                        "run gfm-ensemble train again with those settings to continue it")
+    if chosen is None:
+        top = select_top(db.trials("hpo"), plan.top_k)
+        if not top:
+            raise UserError(f"{db.path}: no completed HPO trial to build an ensemble from")
+        if len(top) < plan.top_k:
+            log.warning("only %d distinct completed configurations for an ensemble of %d", len(top), plan.top_k)
+        chosen = [t.trial_id for t in top]
+        db.set_meta(SELECTION_KEY, chosen)
+        db.set_meta("ensemble_plan", {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
+                                      "patience": plan.patience})
+    return chosen
+
+
+def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None = None,
+                  display=None) -> int:
+    """Run (or resume) the ensemble phase of RUN_DIR; the manager's exit status."""
+    run_dir = Path(run_dir).resolve()
+    settings = runconfig.load(run_dir)
+    site = load_site(settings.site)
+    check_datasets(settings.data)
+    # The HPO wall time was set for settings.epochs epochs; members may train up to max_epochs.
+    walltime = settings.trial_walltime and settings.trial_walltime * max(1.0, plan.max_epochs / settings.epochs)
+    settings = dataclasses.replace(settings, trial_walltime=walltime, timeout=None)
+
+    def members(db: TrialDB) -> FixedProposer:
+        proposals = []
+        for trial_id in _selection(db, plan):
+            parent = db.get(trial_id)
+            config = member_config(load_trial(parent.trial_dir), plan)
+            proposals.append(Proposal(parent.params, config, parent_id=trial_id))
+        return FixedProposer(PHASE, proposals)
+
+    return run_phase(run_dir, settings, site, members, run_dir / MEMBERS_DIR, env, display)
+
+
+def completed_members(run_dir: Path) -> list[Trial]:
+    with TrialDB(run_dir) as db:
+        return [t for t in db.trials(PHASE) if t.status == "completed"]
+
+
+def ensemble_inputs(run_dir: Path) -> tuple[Path, list[TrainedMember], str, str]:
+    """What trainer.ensemble.build needs from the database: (ENSEMBLE_DIR, its members, where they
+    come from, the dataset whose validation split calibrates them)."""
+    run_dir = Path(run_dir).resolve()
+    settings = runconfig.load(run_dir)
+    members = completed_members(run_dir)
+    if not members:
+        raise UserError(f"{run_dir}: no ensemble member completed its training (see gfm-hpo status {run_dir})")
+    sources = [TrainedMember(f"member{k:02d}-trial{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
+                            t.params, t.trial_id) for k, t in enumerate(members)]
+    return run_dir / ENSEMBLE_DIR, sources, str(run_dir), settings.data[0]

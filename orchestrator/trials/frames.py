@@ -1,0 +1,76 @@
+"""The trial database as pandas tables, for Jupyter, status and report (pandas imported here only).
+
+Safe while the manager writes: each call reads through one read-only
+connection, so it sees one consistent snapshot and never blocks the writer.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from orchestrator.trials.schema import BUSY_TIMEOUT_MS, CURVE_COLUMNS, database_path
+
+if TYPE_CHECKING:
+    import pandas
+
+
+def load_trials(run_dir: str | Path) -> "pandas.DataFrame":
+    """One row per trial, hyperparameters as columns, timestamps as UTC datetimes.
+    Safe while the manager writes: a read-only connection, one consistent snapshot."""
+    import pandas as pd
+
+    with _read_only(run_dir) as db:
+        table = pd.read_sql_query("SELECT * FROM trials ORDER BY trial_id", db)
+    params = pd.DataFrame([json.loads(p) for p in table.pop("params")], index=table.index)
+    params = params.drop(columns=[c for c in params.columns if c in table.columns])
+    nodes = table["nodes"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
+    table["nodes"] = nodes
+    table["num_nodes"] = nodes.map(lambda n: len(n) if n is not None else 0)
+    for column in ("submitted_at", "started_at", "finished_at"):
+        table[column] = pd.to_datetime(table[column], unit="s", utc=True)
+    for column in ("objective", "wall_time"):
+        table[column] = table[column].astype("float64")
+    for column in ("epochs_done", "num_parameters", "slice_index", "parent_id"):
+        table[column] = table[column].astype("Int64")
+    first = ["trial_id", "phase", "status", "objective"]
+    rest = [c for c in table.columns if c not in first]
+    return pd.concat([table[first], params, table[rest]], axis=1)
+
+
+def load_curves(run_dir: str | Path) -> "pandas.DataFrame":
+    """Per-epoch curves of every trial: trial_id, epoch, losses, MAEs, seconds."""
+    import pandas as pd
+
+    with _read_only(run_dir) as db:
+        curves = pd.read_sql_query("SELECT * FROM curves ORDER BY trial_id, epoch", db)
+    return curves.astype({"trial_id": "int64", "epoch": "int64", **{c: "float64" for c in CURVE_COLUMNS}})
+
+
+def load_events(run_dir: str | Path) -> "pandas.DataFrame":
+    """Every state change: trial_id, at (UTC datetime), status, detail (dict)."""
+    import pandas as pd
+
+    with _read_only(run_dir) as db:
+        events = pd.read_sql_query("SELECT trial_id, at, status, detail FROM events ORDER BY event_id", db)
+    events["at"] = pd.to_datetime(events["at"], unit="s", utc=True)
+    events["detail"] = events["detail"].map(json.loads)
+    return events
+
+
+@contextmanager
+def _read_only(run_dir: str | Path) -> Iterator[sqlite3.Connection]:
+    path = database_path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no trial database (is this a run directory?)")
+    # mode=ro: this connection cannot write, whatever pandas or the user does with it.
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("BEGIN")  # one snapshot for everything read through this connection
+        yield db
+        db.execute("COMMIT")
+    finally:
+        db.close()

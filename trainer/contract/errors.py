@@ -1,0 +1,51 @@
+"""User-facing errors and the one convention every command line follows.
+
+A problem with what the user gave us (a file, a flag, a config key) is a
+`UserError`: it is printed as one line naming the file and the problem, the
+process exits non-zero, and no traceback is shown. Anything else is a bug and
+keeps its traceback.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+
+class UserError(Exception):
+    """Bad input: printed as `prog: error: message`, exit status `exit_code`."""
+
+    exit_code = 2
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], prog: str,
+            argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `main(argv)` and turn its outcome into an exit status."""
+    try:
+        status = main(argv)
+    except UserError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)
+
+
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(err: BaseException | str, limit: int | None = None, with_type: bool = False) -> str:
+    """An error's text as one line, for messages that must stay one line.
+
+    Parsers put the offending text, newlines included, into their messages and
+    ADIOS2 adds terminal colour codes; only the words are kept, cut to `limit`
+    characters. `with_type` prefixes the exception's class (when the text alone
+    would not say what went wrong).
+    """
+    text = " ".join(_COLOUR.sub("", str(err)).split())
+    if limit is not None and len(text) > limit:
+        text = text[:limit - 3].rstrip() + "..."
+    if with_type and isinstance(err, BaseException):
+        return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return text

@@ -1,0 +1,171 @@
+"""Accuracy and uncertainty quality of an ensemble on labelled data, and fitting its calibration.
+
+Labelled data is either a split of a dataset written by `gfm-data convert`
+(ADIOS2 .bp: `valset` to calibrate, `testset` to evaluate) or any file ASE
+reads with energies and forces. Graphs are rebuilt from positions with the
+ensemble's own cut-off, so the numbers are those a user of `predict` gets.
+
+What is compared (all in the units of `predict`):
+  - energy per structure (eV) for the uncertainty numbers, since the std is
+    of the total energy; accuracy also per atom (meV/atom, as training reports);
+  - forces per Cartesian component (eV/Å), the std being per component; the
+    rank correlation is also given per atom (|error vector| vs |std vector|).
+Accuracy is reported for the ensemble mean and for the best single member
+(lowest validation loss), uncertainty both raw and with the calibration
+factors of the manifest.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from ase import Atoms
+
+from trainer.contract.errors import UserError
+from trainer.data.structures import extract_labels, read_structures
+from trainer.ensemble import uncertainty
+
+if TYPE_CHECKING:   # these import torch (vesin does too), which reading labelled data does not need
+    from trainer.data.graphs import GraphArrays
+    from trainer.ensemble.predict import Ensemble, Prediction, Progress
+
+
+@dataclass
+class Labelled:
+    """Structures with reference energy [G] (eV) and forces [A, 3] (eV/Å)."""
+    structures: list[Atoms]
+    energy: np.ndarray
+    forces: np.ndarray
+    origin: dict[str, str | None]    # {"file": ..., "split": ...}
+
+
+def read_labelled(path: str | Path, split: str | None, default_split: str) -> Labelled:
+    """A .bp dataset's split (default `default_split`) or every frame of an ASE-readable file."""
+    path = Path(path)
+    if path.suffix == ".bp":
+        return _from_dataset(path, split or default_split)
+    if split is not None:
+        raise UserError(f"{path}: --split applies to .bp datasets only (an ASE file is used whole)")
+    structures = read_structures(path)
+    labels = extract_labels(structures, path)
+    for index, (energy, forces) in enumerate(zip(labels.energy, labels.forces)):
+        if energy is None or forces is None or not np.isfinite(energy) or not np.isfinite(forces).all():
+            raise UserError(f"{path}: structure {index} has no finite energy and forces to compare with")
+    return Labelled(structures, np.array(labels.energy, dtype=np.float64),
+                    np.concatenate(labels.forces).astype(np.float64), {"file": str(path), "split": None})
+
+
+def _from_dataset(path: Path, split: str) -> Labelled:
+    from trainer.data.adiosfile import SPLITS, DatasetReader
+
+    if split not in SPLITS:
+        raise UserError(f"--split {split}: must be one of {', '.join(SPLITS)}")
+    with DatasetReader(path) as reader:
+        graphs = reader.read(split)
+    if len(graphs) == 0:
+        raise UserError(f"{path}: the {split} split is empty")
+    structures = _atoms_of(graphs)
+    if not (np.isfinite(graphs.energy).all() and np.isfinite(graphs.forces).all()):
+        raise UserError(f"{path}: {split} has structures without energy or force labels")
+    return Labelled(structures, graphs.energy.astype(np.float64), graphs.forces.astype(np.float64),
+                    {"file": str(path), "split": split})
+
+
+def _atoms_of(graphs: GraphArrays) -> list[Atoms]:
+    starts = graphs.atom_offsets
+    return [Atoms(numbers=graphs.atomic_numbers[s:s + n], positions=graphs.positions[s:s + n],
+                  cell=graphs.cell[g], pbc=graphs.pbc[g])
+            for g, (s, n) in enumerate(zip(starts, graphs.num_atoms))]
+
+
+@dataclass
+class Errors:
+    """Signed errors (prediction - reference) and stds of one prediction."""
+    energy: np.ndarray           # [G] eV
+    energy_per_atom: np.ndarray  # [G] eV/atom
+    forces: np.ndarray           # [A, 3] eV/Å
+
+
+def errors_of(energy: np.ndarray, forces: np.ndarray, labelled: Labelled) -> Errors:
+    num_atoms = np.array([len(a) for a in labelled.structures])
+    error = energy - labelled.energy
+    return Errors(error, error / num_atoms, forces - labelled.forces)
+
+
+def _accuracy(errors: Errors) -> dict[str, float]:
+    energy, per_atom, forces = (uncertainty.accuracy(e) for e in (errors.energy, errors.energy_per_atom, errors.forces))
+    return {"energy_mae_eV": energy["mae"], "energy_rmse_eV": energy["rmse"],
+            "energy_mae_meV_per_atom": 1000 * per_atom["mae"], "energy_rmse_meV_per_atom": 1000 * per_atom["rmse"],
+            "forces_mae_eV_per_A": forces["mae"], "forces_rmse_eV_per_A": forces["rmse"]}
+
+
+def _uncertainty(errors: Errors, energy_std: np.ndarray, forces_std: np.ndarray) -> dict[str, dict]:
+    forces = uncertainty.assess(errors.forces, forces_std)
+    forces["spearman_per_atom_norm"] = uncertainty.spearman(np.linalg.norm(forces_std, axis=1),
+                                                            np.linalg.norm(errors.forces, axis=1))
+    return {"energy": uncertainty.assess(errors.energy, energy_std), "forces": forces}
+
+
+def evaluate(ensemble: Ensemble, labelled: Labelled, batch_size: int = 64, source: int = 0,
+             progress: Progress | None = None) -> tuple[dict, Prediction]:
+    """All metrics (a JSON-ready mapping) and the prediction they were computed from."""
+    pred = ensemble.predict(labelled.structures, batch_size, members=True, source=source, progress=progress)
+    errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
+    best = ensemble.manifest.best_member
+    per_member = {name: _accuracy(errors_of(pred.member_energy[k], pred.member_forces[k], labelled))
+                  for k, name in enumerate(pred.member_names)}
+    calibration = ensemble.manifest.calibration
+    try:
+        raw = _uncertainty(errors, pred.energy_std_raw, pred.forces_std_raw)
+        calibrated = _uncertainty(errors, pred.energy_std, pred.forces_std)
+    except ValueError as err:
+        raise UserError(f"{ensemble.manifest.directory}: {err}") from None
+    metrics = {
+        "data": {**labelled.origin, "structures": len(labelled.structures), "atoms": int(pred.num_atoms.sum())},
+        "ensemble": {"directory": str(ensemble.manifest.directory), "members": pred.member_names,
+                     "calibration": {"energy": calibration.energy, "forces": calibration.forces}},
+        "units": {"energy": "eV", "energy_per_atom": "meV/atom", "forces": "eV/Angstrom"},
+        "accuracy": {"ensemble_mean": _accuracy(errors),
+                     "best_member": {"name": pred.member_names[best], **per_member[pred.member_names[best]]},
+                     "members": per_member},
+        "uncertainty": {"raw": raw, "calibrated": calibrated},
+    }
+    return metrics, pred
+
+
+def fit_calibration(ensemble: Ensemble, labelled: Labelled, batch_size: int = 64, source: int = 0,
+                    progress: Progress | None = None) -> dict:
+    """Factors s (std -> s * std) minimising the Gaussian NLL on `labelled`, from the RAW stds."""
+    pred = ensemble.predict(labelled.structures, batch_size, source=source, progress=progress)
+    errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
+    try:
+        energy = uncertainty.fit_scale(errors.energy, pred.energy_std_raw)
+        forces = uncertainty.fit_scale(errors.forces, pred.forces_std_raw)
+    except ValueError as err:
+        raise UserError(f"{ensemble.manifest.directory}: cannot calibrate: {err}") from None
+    return {"energy": energy, "forces": forces,
+            "fitted_on": {**labelled.origin, "structures": len(labelled.structures),
+                          "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": "Gaussian NLL, s^2 = mean(z^2)"}}
+
+
+def write_report(outdir: str | Path, metrics: dict, pred: Prediction, labelled: Labelled) -> list[Path]:
+    """metrics.json and the PNG figures in OUTDIR; all are rendered before the first file is written."""
+    import json
+
+    from trainer.contract.atomicio import atomic_write_bytes, atomic_write_json
+    from trainer.ensemble.evalplots import figures
+
+    outdir = Path(outdir)
+    errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
+    rendered = figures(pred, labelled.energy, labelled.forces, errors.energy, errors.forces)
+    json.dumps(metrics, allow_nan=True)  # fail here, not half-way, if something is not serialisable
+    outdir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in rendered.items():
+        atomic_write_bytes(outdir / name, data)
+        written.append(outdir / name)
+    atomic_write_json(outdir / "metrics.json", metrics)
+    return written + [outdir / "metrics.json"]
