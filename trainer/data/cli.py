@@ -104,6 +104,8 @@ def run_convert(args: argparse.Namespace) -> None:
     inputs = [Input(path, RANDOM) for path in args.inputs] + [Input(path, split) for split, path in args.split]
     info, report = convert(inputs, args.output, options, overwrite=args.overwrite)
     print(report_table(report))
+    print(report["reference_energies"]["message"])
+    print(_reference_values(report["reference_energies"]["energies_eV"]))
     counts = ", ".join(f"{split} {n}" for split, n in info.counts.items())
     print(f"wrote {args.output} ({counts}); report in {report_path(args.output)}")
 
@@ -137,6 +139,10 @@ def dataset_summary(path: Path) -> dict:
     }
 
 
+def _reference_values(energies: dict[str, float]) -> str:
+    return "reference energies (eV per atom, from trainset): " + ", ".join(f"{el} {e:.4f}" for el, e in energies.items())
+
+
 def run_info(args: argparse.Namespace) -> None:
     from trainer.data.cleaning import report_table
 
@@ -151,8 +157,10 @@ def run_info(args: argparse.Namespace) -> None:
         print(f"{label:<10} min {s['min']}, mean {s['mean']:.1f}, max {s['max']} per sample; {s['total']} in all")
     print(f"elements:  {' '.join(summary['elements'])}")
     print(f"graph:     radius {summary['radius']:g} Å, max neighbours {summary['max_neighbours'] or 'unlimited'}")
-    references = ", ".join(f"{el} {e:.4f}" for el, e in summary["reference_energies"].items())
-    print(f"reference energies (eV, fitted on trainset): {references}")
+    print(_reference_values(summary["reference_energies"]))
+    fitted = summary["cleaning_report"].get("reference_energies")
+    if fitted:  # datasets converted before the report said how they were fitted have no entry
+        print(fitted["message"])
     if summary["cleaning_report"].get("sources"):
         print(report_table(summary["cleaning_report"]))
 
