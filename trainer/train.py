@@ -96,7 +96,8 @@ def run(trial_dir: Path, started: float | None = None) -> int:
 
 def _finish(trial_dir: Path, ctx, result: Result, status: str, error: str | None, code: int) -> int:
     result.status, result.error = status, error
-    if ctx is None or ctx.is_main:
+    # Before the ranks have joined (ctx is None) every rank fails alike: only the first tells.
+    if ctx.is_main if ctx is not None else distributed.discover()[1] == 0:
         print(f"{result.name}: {status}" + (f": {error}" if error else ""), file=sys.stderr, flush=True)
         result.write(trial_dir)
     return code
