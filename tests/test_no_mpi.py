@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from datasets import BIN, ethanol_bp  # noqa: F401  (fixture)
+from datasets import ethanol_bp  # noqa: F401  (fixture)
 from test_train import MPIEXEC, gfm_train, make_trial, result_of
 from trainer.result import EXIT_BAD_CONFIG
 
