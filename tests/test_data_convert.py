@@ -17,7 +17,7 @@ from trainer.data.adiosfile import SPLITS, DatasetReader
 from trainer.data.cli import dataset_summary, main
 from trainer.data.convert import report_path
 from trainer.data.graphs import GraphArrays
-from trainer.data.reference import degree_histogram, fit_reference_energies
+from trainer.data.reference import degree_histogram
 from trainer.data.splitting import SplitError, check_fractions, fraction_sizes, random_split
 from trainer.data.structures import extract_labels, read_structures
 
@@ -194,25 +194,6 @@ def test_cleaning_counts_are_exact(tmp_path):
     gfm_data("convert", "--name", "crafted", "-o", output, "--overwrite", "--max-force", 151,
              "--val", 0, "--test", 0, tmp_path / "crafted.extxyz")
     assert read_back(output)[1].cleaning_report["total"]["dropped"]["max_force"] == 0
-
-
-def test_reference_energies_recover_known_per_element_energies():
-    rng = np.random.default_rng(3)
-    truth = {1: -13.6, 6: -1029.0, 8: -2041.5, 29: -1.7}
-    structures, energies = [], []
-    for _ in range(40):
-        numbers = rng.choice(list(truth), size=int(rng.integers(1, 12)))
-        structures.append(Atoms(numbers=numbers, positions=rng.uniform(0, 6, (len(numbers), 3))))
-        energies.append(sum(truth[int(z)] for z in numbers))
-    graphs = GraphArrays.from_atoms(structures, radius=2.0, energies=energies)
-    fitted = fit_reference_energies(graphs)
-    assert fitted.keys() == truth.keys()
-    for z, e in truth.items():
-        assert fitted[z] == pytest.approx(e, abs=1e-8)
-    # One element, varying atom counts (an mlearn-like set): still exact.
-    silicon = [Atoms(f"Si{n}", positions=rng.uniform(0, 6, (n, 3))) for n in (2, 8, 63)]
-    graphs = GraphArrays.from_atoms(silicon, radius=2.0, energies=[-5.4 * len(a) for a in silicon])
-    assert fit_reference_energies(graphs) == {14: pytest.approx(-5.4, abs=1e-10)}
 
 
 def test_degree_histogram_counts_in_degrees_per_atom():

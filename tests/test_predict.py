@@ -66,6 +66,19 @@ def test_mean_and_std_are_over_the_members(ethanol, ethanol_ensemble, ethanol_fr
     assert ethanol.models[1].config.force_mode == "conservative"
 
 
+def test_energies_are_contributions_plus_shared_mean_references(ethanol, ethanol_frames):
+    """Ethanol has one composition, so its reference energies are one mean energy per atom
+    (not the minimum-norm H -616 eV); the totals still come out on the DFT scale."""
+    dft = np.array([atoms.get_potential_energy() for atoms in ethanol_frames])
+    for model in ethanol.models:
+        references = model.reference_energies[0, [1, 6, 8]].double()
+        assert torch.allclose(references, references[0].expand(3)), references
+        assert references[0].item() == pytest.approx(dft.mean() / 9, abs=0.1)
+    pred = ethanol.predict(ethanol_frames)
+    # within the spread of the DFT energies themselves (a few eV), not hundreds of eV off
+    assert np.abs(pred.energy_mean - dft).mean() < 2 * np.abs(dft - dft.mean()).mean()
+
+
 def test_batch_size_does_not_change_the_answer(ethanol, ethanol_frames):
     one = ethanol.predict(ethanol_frames[:12], batch_size=1)
     many = ethanol.predict(ethanol_frames[:12], batch_size=64)

@@ -1,4 +1,4 @@
-"""`gfm-train TRIAL_DIR`: run one trial (contract 1); `gfm-train --template`: a complete trial.yaml."""
+"""`gfm-train TRIAL_DIR`: run one trial; `gfm-train --template`: a complete trial.yaml."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,19 @@ from pathlib import Path
 from typing import Sequence
 
 from trainer.contract.errors import UserError, run_cli
+from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED
+
+DESCRIPTION = """\
+Train one model: the trial in TRIAL_DIR. A trial directory holds trial.yaml,
+the trial's whole configuration (datasets, model, training; relative paths are
+taken from the directory). gfm-train writes its outcome into the same
+directory: result.json (status, losses of every epoch, the objective),
+checkpoint.pt (the latest state: running gfm-train again on the directory
+resumes an interrupted trial) and best.pt (the weights of the best validation
+epoch). Run it under srun, mpiexec or torchrun to train on several ranks."""
+
+EPILOG = (f"exit status: {EXIT_COMPLETED} completed, {EXIT_FAILED} failed (the reason is in result.json),\n"
+          f"  {EXIT_BAD_CONFIG} bad trial.yaml or data, {EXIT_INTERRUPTED} stopped by a signal (run it again to resume)")
 
 
 def process_start_time() -> float:
@@ -31,10 +44,18 @@ def template() -> str:
     return header + typed.commented_yaml(example) + "\n"
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfm-train", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("trial_dir", nargs="?", type=Path, metavar="TRIAL_DIR",
+                        help="the trial directory: trial.yaml in, result.json and checkpoints out")
+    parser.add_argument("--template", action="store_true",
+                        help="print a complete trial.yaml with every key and its default explained, to start from")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gfm-train", description=__doc__)
-    parser.add_argument("trial_dir", nargs="?", type=Path, help="directory holding trial.yaml")
-    parser.add_argument("--template", action="store_true", help="print a complete, commented trial.yaml")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.template:
         print(template(), end="")

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from trainer.contract.errors import UserError
+
 # Environment variables that launchers set, per launcher: (rank, world size, local rank, local size).
 _LAUNCHERS = {
     "torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
@@ -83,14 +85,34 @@ def _pick_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
-def mpi():
-    """mpi4py's MPI module, initialised.
+class MPIUnavailable(UserError):
+    """Several ranks to join, but mpi4py cannot load an MPI library."""
+
+
+MPI_HELP = ("on a workstation `pip install mpich` (or install this package with its mpich extra); "
+            "on a cluster, build mpi4py against the site's MPI (`pip install --no-binary=mpi4py mpi4py` "
+            "with the site's mpicc on PATH) or set MPI4PY_LIBMPI to the site's libmpi.so")
+
+
+def mpi(reason: str = "this run has several ranks"):
+    """mpi4py's MPI module, initialised; imported only here, so a single process needs no MPI.
+
+    mpi4py's wheels carry no MPI library: they load one when `mpi4py.MPI` is
+    first imported, and without one that raises a RuntimeError of several
+    lines (or an ImportError for an mpi4py built against a library since
+    removed). `reason` says why MPI is wanted, for the one-line error.
 
     Importing DeepHyper's evaluator sets mpi4py.rc.initialize = False for the
     whole process; MPI is then never initialised, and the first use of a
     communicator aborts the process without a word.
     """
-    from mpi4py import MPI
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError, OSError) as err:
+        # The last line names the library that failed to load (libmpi.so: cannot open shared object file).
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise MPIUnavailable(f"{reason}, which talk over MPI, but mpi4py cannot load an MPI library "
+                             f"({detail}): {MPI_HELP}") from None
 
     if not MPI.Is_initialized():
         MPI.Init()
@@ -102,7 +124,7 @@ def init(device: str = "auto", threads: int | None = None, timeout_s: float = 60
     launcher, rank, world, local_rank, local_world = discover()
     comm = None
     if world > 1 and launcher in ("srun", "mpiexec"):
-        comm = mpi().COMM_WORLD
+        comm = mpi(f"{launcher} started {world} ranks").COMM_WORLD
         if comm.Get_size() != world:
             raise RuntimeError(f"{launcher} says {world} ranks but MPI sees {comm.Get_size()}: "
                                "under srun use --mpi=pmi2 with the mpich wheel")

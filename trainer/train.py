@@ -27,7 +27,7 @@ from trainer.contract.errors import UserError
 from trainer.data.loader import EpochLoader
 from trainer.data.store import DistributedStore
 from trainer.loss import SUM_FIELDS, LossWeights, batch_loss, summarise
-from trainer.models.build import DataStats, build_model, count_parameters
+from trainer.models.build import build_model, count_parameters
 from trainer.optim import Schedule, full_state_dict, make_optimizer
 from trainer.progress import EpochProgress
 from trainer.contract.result import (EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EpochRecord,
@@ -96,7 +96,8 @@ def run(trial_dir: Path, started: float | None = None) -> int:
 
 def _finish(trial_dir: Path, ctx, result: Result, status: str, error: str | None, code: int) -> int:
     result.status, result.error = status, error
-    if ctx is None or ctx.is_main:
+    # Before the ranks have joined (ctx is None) every rank fails alike: only the first tells.
+    if ctx.is_main if ctx is not None else distributed.discover()[1] == 0:
         print(f"{result.name}: {status}" + (f": {error}" if error else ""), file=sys.stderr, flush=True)
         result.write(trial_dir)
     return code

@@ -15,6 +15,7 @@ Reading takes a contiguous range of samples, so a rank holds only its share.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,25 @@ _DISK_DTYPE = {
 }
 _MEMORY_DTYPE = {"pbc": bool, "fixed": bool, "source": np.int64, "atomic_numbers": np.int64,
                  "edge_index": np.int64, "edge_shift": np.int64}
+
+
+def _reader_profile(path: Path) -> Path:
+    """Where ADIOS2's BP5 reader drops its timing profile on close.
+
+    BP5 (ADIOS2 2.10 to at least 2.12) writes a profile whenever an engine
+    closes, with no parameter to stop it (`Profile=Off` only reaches BP3/BP4):
+    the writer a `profiling.json` inside the dataset, every reading process
+    /tmp/<file name>_<pid in hex>_profiling.json, hundreds after a test run.
+    The names are fixed and the reader's carries our pid, so we remove them.
+    """
+    return Path("/tmp") / f"{path.name}_{os.getpid():x}_profiling.json"
+
+
+def _discard(profile: Path) -> None:
+    try:
+        profile.unlink(missing_ok=True)
+    except OSError:  # someone else's file of the same name, or /tmp read-only: leave it
+        pass
 
 
 class DatasetFileError(UserError):
@@ -86,6 +106,7 @@ def write_dataset(path: str | Path, splits: dict[str, GraphArrays], info: Datase
                 stream.write(f"{split}/edge_offset", graphs.edge_offsets)
             _write_attributes(stream, info, {s: len(splits.get(s, GraphArrays.empty())) for s in SPLITS})
             stream.end_step()
+        _discard(tmp / "profiling.json")  # the writer's profile, written on close (see _reader_profile)
 
 
 def _write_attributes(stream, info: DatasetInfo, counts: dict[str, int]) -> None:
@@ -114,18 +135,27 @@ class DatasetReader:
         self.path = Path(path)
         if not self.path.exists():
             raise DatasetFileError(f"{self.path}: no such dataset")
+        self._file = None
         try:
             self._file = adios2.FileReader(str(self.path))
             self._variables = self._file.available_variables()
             attributes = self._file.available_attributes()
         except Exception as err:  # adios2 raises plain exceptions for foreign or damaged files
+            self.close()
             raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({one_line(err)})") from None
-        if "format_version" not in attributes or "radius" not in attributes:
-            raise DatasetFileError(f"{self.path}: not a dataset written by gfm-data convert")
-        self.info = self._read_info()
+        try:
+            if "format_version" not in attributes or "radius" not in attributes:
+                raise DatasetFileError(f"{self.path}: not a dataset written by gfm-data convert")
+            self.info = self._read_info()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        _discard(_reader_profile(self.path))
 
     def __enter__(self) -> "DatasetReader":
         return self

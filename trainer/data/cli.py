@@ -54,31 +54,47 @@ def _split(text: str) -> tuple[str, Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                     help="what to do (gfm-data COMMAND --help for its options)")
 
-    convert = commands.add_parser("convert", help="structure files -> one ADIOS2 dataset (cleaned, split)")
-    convert.add_argument("inputs", nargs="*", type=Path, help="files split by --val/--test (any format ASE reads)")
-    convert.add_argument("--name", required=True, help="source name stored in the file")
-    convert.add_argument("--output", "-o", required=True, type=Path, help="dataset to write (.bp)")
+    convert = commands.add_parser(
+        "convert", help="structure files -> one ADIOS2 dataset (cleaned, split)",
+        description="Read labelled structure files, drop the structures unfit to train on (no labels, "
+                    "NaN, huge forces; the report counts each), split them into train/val/test, build "
+                    "their neighbour graphs and write one dataset, with per-element reference energies "
+                    "fitted on the training split.")
+    convert.add_argument("inputs", nargs="*", type=Path, metavar="FILE",
+                         help="structure files with energy and force labels, in any format ASE reads, "
+                              "optionally .xz/.gz/.bz2-compressed; their structures are pooled and split "
+                              "at random by --val/--test")
+    convert.add_argument("--name", required=True,
+                         help="name of this data source, stored in the dataset and shown by info")
+    convert.add_argument("--output", "-o", required=True, type=Path, metavar="DATASET",
+                         help="dataset to write, an ADIOS2 .bp directory; the cleaning report goes "
+                              "beside it as DATASET.report.json")
     convert.add_argument("--split", action="append", type=_split, default=[], metavar="SPLIT=FILE",
                          help="put all of FILE into SPLIT (train, val or test); repeatable")
-    convert.add_argument("--val", type=_fraction, default=None,
+    convert.add_argument("--val", type=_fraction, default=None, metavar="FRACTION",
                          help="fraction of the inputs for validation (default 0.1, or 0 if --split val= is given)")
-    convert.add_argument("--test", type=_fraction, default=None,
+    convert.add_argument("--test", type=_fraction, default=None, metavar="FRACTION",
                          help="fraction of the inputs for testing (default 0.1, or 0 if --split test= is given)")
-    convert.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    convert.add_argument("--radius", type=_positive(float), default=5.0, help="cut-off radius in Å (default 5)")
-    convert.add_argument("--max-neighbours", type=int, default=50,
+    convert.add_argument("--seed", type=int, default=0,
+                         help="seed of the random split; the same seed and inputs give the same split (default 0)")
+    convert.add_argument("--radius", type=_positive(float), default=5.0, metavar="R",
+                         help="cut-off radius R of the neighbour graph, in Å (default 5)")
+    convert.add_argument("--max-neighbours", type=int, default=50, metavar="K",
                          help="keep the nearest K neighbours per atom; 0: no cap (default 50)")
-    convert.add_argument("--max-force", type=_positive(float), default=100.0,
-                         help="drop structures with a per-atom force norm above this, eV/Å (default 100)")
-    convert.add_argument("--workers", type=_positive(int), default=1,
+    convert.add_argument("--max-force", type=_positive(float), default=100.0, metavar="F",
+                         help="drop structures with a per-atom force norm above F, in eV/Å (default 100)")
+    convert.add_argument("--workers", type=_positive(int), default=1, metavar="N",
                          help="processes reading and graphing the inputs; xyz/extxyz files are cut into chunks (default 1)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
-    info = commands.add_parser("info", help="summary of a dataset file")
-    info.add_argument("dataset", type=Path)
-    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info = commands.add_parser("info", help="summary of a dataset file",
+                               description="Samples per split, atom and edge counts, elements, reference "
+                                           "energies and the conversion settings of a dataset.")
+    info.add_argument("dataset", type=Path, metavar="DATASET", help="a dataset written by gfm-data convert (.bp)")
+    info.add_argument("--json", action="store_true", help="print the summary, cleaning report included, as JSON")
 
     generate = commands.add_parser("generate", help="EMT-labelled slabs or bulk alloys as extxyz")
     generate.add_argument("--kind", choices=("slabs", "bulk"), required=True)
@@ -104,6 +120,8 @@ def run_convert(args: argparse.Namespace) -> None:
     inputs = [Input(path, RANDOM) for path in args.inputs] + [Input(path, split) for split, path in args.split]
     info, report = convert(inputs, args.output, options, overwrite=args.overwrite)
     print(report_table(report))
+    print(report["reference_energies"]["message"])
+    print(_reference_values(report["reference_energies"]["energies_eV"]))
     counts = ", ".join(f"{split} {n}" for split, n in info.counts.items())
     print(f"wrote {args.output} ({counts}); report in {report_path(args.output)}")
 
@@ -137,6 +155,10 @@ def dataset_summary(path: Path) -> dict:
     }
 
 
+def _reference_values(energies: dict[str, float]) -> str:
+    return "reference energies (eV per atom, from trainset): " + ", ".join(f"{el} {e:.4f}" for el, e in energies.items())
+
+
 def run_info(args: argparse.Namespace) -> None:
     from trainer.data.cleaning import report_table
 
@@ -151,8 +173,10 @@ def run_info(args: argparse.Namespace) -> None:
         print(f"{label:<10} min {s['min']}, mean {s['mean']:.1f}, max {s['max']} per sample; {s['total']} in all")
     print(f"elements:  {' '.join(summary['elements'])}")
     print(f"graph:     radius {summary['radius']:g} Å, max neighbours {summary['max_neighbours'] or 'unlimited'}")
-    references = ", ".join(f"{el} {e:.4f}" for el, e in summary["reference_energies"].items())
-    print(f"reference energies (eV, fitted on trainset): {references}")
+    print(_reference_values(summary["reference_energies"]))
+    fitted = summary["cleaning_report"].get("reference_energies")
+    if fitted:  # datasets converted before the report said how they were fitted have no entry
+        print(fitted["message"])
     if summary["cleaning_report"].get("sources"):
         print(report_table(summary["cleaning_report"]))
 
@@ -168,7 +192,8 @@ def run_generate(args: argparse.Namespace) -> None:
                               workers=args.workers)
     frames = generate(options)
     write_frames(args.output, frames, overwrite=args.overwrite)
-    print(f"wrote {len(frames)} {args.kind} structures to {args.output}")
+    noun = {"slabs": "slab"}.get(args.kind, args.kind)  # "10 slab structures", not "10 slabs structures"
+    print(f"wrote {len(frames)} {noun} structures to {args.output}")
 
 
 def _main(argv: Sequence[str] | None) -> int:

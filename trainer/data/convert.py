@@ -22,7 +22,7 @@ import numpy as np
 
 from trainer.contract.atomicio import atomic_output
 from trainer.data.cleaning import SourceReport, clean, report_dict
-from trainer.data.reference import degree_histogram, fit_reference_energies
+from trainer.data.reference import degree_histogram, fit_references
 from trainer.data.splitting import check_fractions, random_split
 from trainer.data.structures import (ENERGY_KEYS, FORCE_KEYS, extract_labels, plain_file, read_frames,
                                      xyz_frame_starts)
@@ -233,10 +233,12 @@ def convert(inputs: list[Input], output: str | Path, options: ConvertOptions,
     graphs = GraphArrays.concat([g for g, _ in parts])
     splits = {name: graphs.select(indices) for name, indices in assign_splits(parts, options).items()}
     train = splits["trainset"]
+    references = fit_references(train)
+    report["reference_energies"] = references.to_dict()  # how they were fitted, in the report and the file
     info = DatasetInfo(
         name=options.name, radius=options.radius, max_neighbours=options.max_neighbours,
         elements=sorted(int(z) for z in np.unique(graphs.atomic_numbers)),
-        reference_energies=fit_reference_energies(train),
+        reference_energies=references.energies,
         counts={split: len(g) for split, g in splits.items()},
         degree_histogram=degree_histogram(train),
         cleaning_report=report,
