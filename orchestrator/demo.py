@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from trainer.contract import locations
 from trainer.contract.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,14 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=8, help="HPO trials [8]")
     parser.add_argument("--members", type=int, default=3, help="ensemble members [3]")
     args = parser.parse_args(argv)
-    out = (args.out or REPO / "demo" / time.strftime("campaign-%Y%m%d-%H%M%S")).resolve()
+    out = (args.out or locations.new_demo_campaign()).resolve()
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty; choose another --out")
     started = time.time()
     train, held_out, description = prepare_data(out / "data", 600, 200)
     print(f"data: {description}")
     dataset = out / "data" / "train.bp"
-    run = out / "run"
+    run = out / locations.DEMO_RUN
     step("convert to an ADIOS2 dataset (clean, split 80/10/10, neighbour lists)", "gfm-data", "convert",
          "--name", "demo", "--output", dataset, train)
     step("asynchronous Bayesian HPO (DeepHyper CBO) on 2 local slices, 2-epoch fidelity", "gfm-hpo", "launch",

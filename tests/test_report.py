@@ -284,8 +284,12 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     first = notebook.cells[0]
     assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
-    assert "RUN_DIR =" in first.source
-    first.source = f"RUN_DIR = {str(run)!r}"
+    assert first.source.rstrip().endswith("RUN_DIR = None")
+    # As shipped (RUN_DIR = None): the newest run where gfm-hpo launch puts them, runs/* of the folder
+    # the notebook runs in (here a folder of our own, so that no run of the developer's is found).
+    folder = tmp_path / "work"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "hpo-test").symlink_to(run)
     # A kernel spec of our own, pinned to this interpreter: the tests never depend on (or pick up)
     # whatever "python3" kernel the user's Jupyter configuration happens to name.
     spec = tmp_path / "kernels" / "gfm-test"
@@ -296,7 +300,7 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
     manager = KernelManager(kernel_name="gfm-test", kernel_spec_manager=specs)
     NotebookClient(notebook, km=manager, timeout=300, startup_timeout=120,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                   resources={"metadata": {"path": str(folder)}}).execute()
 
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
@@ -309,4 +313,4 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     (ranking,) = [t for t in tables if "rank" in t and "objective" in t]
     assert "<table" in ranking and all(f"<td>{o:.6f}</td>" in ranking for o in best["objective"])
     assert any("non-finite loss" in t for t in tables)  # the failures table
-    assert str(run) in "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert str(run.resolve()) in "".join(out.get("text", "") for out in outputs if out.output_type == "stream")

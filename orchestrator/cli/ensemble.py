@@ -9,8 +9,10 @@
 STRUCTURES and LABELLED: any file ASE reads (xyz/extxyz, traj, db, POSCAR, cif,
 also .xz/.gz/.bz2 compressed); LABELLED may also be a dataset of `gfm-data
 convert` (.bp), of which one split is used. Units: energy eV, forces eV/Å.
-Without -e, the ensemble is the first of: the current directory (if it holds
-manifest.json), ./ensemble, the newest runs/*/ensemble, the newest */ensemble.
+Without -e (predict) or ENSEMBLE_DIR (info), the ensemble is the first of: the
+current directory (if it holds manifest.json), ./ensemble, the newest
+RUN/ensemble of the runs in runs/*, demo/campaign-*/run (the demo's) or */,
+looked for in the current directory and in this repository.
 """
 from __future__ import annotations
 

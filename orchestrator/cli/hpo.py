@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
-from trainer.contract import typed
+from trainer.contract import locations, typed
 from trainer.contract.errors import UserError, run_cli
 
 from orchestrator.launch import slurm
@@ -92,7 +91,7 @@ def launch(args: argparse.Namespace) -> int:
     load_space(settings.space)  # a bad space file fails now, not in the batch job
     nodes = discover_nodes(site, settings.nodes)
     allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
-    run_dir = (args.run_dir or Path("runs") / time.strftime("hpo-%Y%m%d-%H%M%S")).resolve()
+    run_dir = (args.run_dir or locations.new_run_dir()).resolve()
     runconfig.base_trial(settings, threads=site.cpus_per_rank)  # --set overrides are checked here
     if args.dry_run:
         plan = slice_plan(site, allocation, run_dir / runconfig.TRIALS_DIR)

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.contract import typed
+from trainer.contract import locations, typed
 from trainer.contract.errors import UserError
 from trainer.contract.trialconfig import TrialConfig, load_trial
 from trainer.ensemble.manifest import TrainedMember
@@ -30,7 +30,7 @@ from orchestrator.trials.schema import Trial
 log = logging.getLogger(__name__)
 
 PHASE = "ensemble"
-ENSEMBLE_DIR = "ensemble"          # RUN_DIR/ensemble: the manifest and member checkpoints
+ENSEMBLE_DIR = locations.ENSEMBLE_DIR  # RUN_DIR/ensemble: the manifest and member checkpoints
 MEMBERS_DIR = "ensemble/trials"    # RUN_DIR/ensemble/trials/NNNNN: the members' trial directories
 SELECTION_KEY = "ensemble_selection"
 

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainer.contract import locations
 from trainer.contract.errors import UserError
 from trainer.ensemble import prediction_files
 from trainer.ensemble.manifest import MANIFEST_FILE as MANIFEST   # torch-free to import; torch loads per command
@@ -57,17 +58,18 @@ def add_commands(commands) -> None:
 
 
 def find_ensemble(start: Path | None = None) -> Path:
-    """The ensemble to use when none is named (the order is in this module's docstring)."""
+    """The ensemble to use when none is named: START (the current directory) if it holds a manifest,
+    START/ensemble, else the newest RUN_DIR/ensemble wherever the product puts runs (locations.py)."""
     start = Path.cwd() if start is None else start
-    for candidate in (start, start / "ensemble"):
+    for candidate in (start, start / locations.ENSEMBLE_DIR):
         if (candidate / MANIFEST).is_file():
             return candidate
-    for pattern in ("runs/*/ensemble", "*/ensemble"):
-        found = sorted(start.glob(f"{pattern}/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1].parent
-    raise UserError(f"no ensemble given (-e ENSEMBLE_DIR) and none found in {start}, {start / 'ensemble'} "
-                    f"or {start / 'runs/*/ensemble'}")
+    bases = locations.search_bases(start)
+    run_dir = locations.newest(f"{locations.ENSEMBLE_DIR}/{MANIFEST}", bases=bases)
+    if run_dir is not None:
+        return run_dir / locations.ENSEMBLE_DIR
+    raise UserError(f"no ensemble given (-e ENSEMBLE_DIR) and none found; looked for {MANIFEST} in {start}, "
+                    f"{start / locations.ENSEMBLE_DIR}, {locations.searched(locations.ENSEMBLE_DIR, bases)}")
 
 
 class Bar:
