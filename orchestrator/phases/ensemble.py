@@ -116,6 +116,7 @@ def ensemble_inputs(run_dir: Path) -> tuple[Path, list[TrainedMember], str, str]
     members = completed_members(run_dir)
     if not members:
         raise UserError(f"{run_dir}: no ensemble member completed its training (see gfm-hpo status {run_dir})")
-    sources = [TrainedMember(f"member{k:02d}-trial{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
-                            t.params, t.trial_id) for k, t in enumerate(members)]
+    # Named after the HPO trial it retrains ("hpo00007"); its own trial id is in the manifest as trial_id.
+    sources = [TrainedMember(f"member{k:02d}-hpo{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
+                            t.params, trial_id=t.trial_id, hpo_trial_id=t.parent_id) for k, t in enumerate(members)]
     return run_dir / ENSEMBLE_DIR, sources, str(run_dir), settings.data[0]

@@ -12,11 +12,13 @@ Importing this module loads no torch: each command imports what it needs.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from trainer.contract import locations
 from trainer.contract.errors import UserError
+from trainer.contract.text import number, table
 from trainer.ensemble import prediction_files
 from trainer.ensemble.manifest import MANIFEST_FILE as MANIFEST   # torch-free to import; torch loads per command
 from trainer.ensemble.manifest import read_manifest
@@ -169,15 +171,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.ensemble or find_ensemble())
     elements = " ".join(chemical_symbols[z] for z in manifest.elements)
     print(f"ensemble {manifest.directory}: {len(manifest.members)} members (all verified), radius "
-          f"{manifest.radius} Å, max neighbours {manifest.max_neighbours}, elements {elements}")
-    print(f"calibration: energy x {manifest.calibration.energy:.4g}, forces x {manifest.calibration.forces:.4g}"
-          + (f" (fitted on {manifest.calibration.fitted_on.get('file')})" if manifest.calibration.fitted_on else ""))
+          f"{number(manifest.radius)} Å, max neighbours {number(manifest.max_neighbours)}, elements {elements}")
+    calibration = manifest.calibration
+    print(f"calibration: energy std x {number(calibration.energy, 3)}, forces std x {number(calibration.forces, 3)}"
+          + (f" (fitted on {calibration.fitted_on.get('file')})" if calibration.fitted_on else " (not fitted)"))
+    rows = []
     for member, state in zip(manifest.members, manifest.checkpoints):
         config = state["model_config"]
-        print(f"  {member.name:<16} {config.get('mpnn_type', '?'):<7} hidden {config.get('hidden_dim', '?'):<5} "
-              f"{config.get('force_mode', '?'):<12} val loss {member.val_loss}  epoch {member.epochs}  "
-              f"trial {member.trial_id}")
+        rows.append([member.name, config.get("mpnn_type", "?"), config.get("hidden_dim"),
+                     config.get("force_mode", "?"), member.val_loss, member.epochs,
+                     _hpo_trial(member), member.trial_id])
+    for line in table(["member", "backbone", "hidden", "forces", "val loss", "epoch", "HPO trial", "member trial"],
+                      rows, "llrlrrrr", indent="  "):
+        print(line)
+    print("  HPO trial: the search trial whose configuration it retrains; "
+          "member trial: its own training run (ensemble phase)")
     return 0
+
+
+def _hpo_trial(member) -> int | None:
+    """The member's HPO trial; ensembles written before the manifest recorded it say so in the
+    name they were given then, member<k>-trial<HPO trial id>."""
+    if member.hpo_trial_id is not None:
+        return member.hpo_trial_id
+    old = re.fullmatch(r"member\d+-trial(\d+)", member.name)
+    return int(old.group(1)) if old else None
 
 
 COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "info": cmd_info}
