@@ -14,6 +14,7 @@ import pytest
 from conftest import shared_file
 from datasets import BIN
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
+from tables import assert_columns_aligned
 from trainer.data.structures import read_structures
 from trainer.ensemble import uncertainty
 from trainer.ensemble.evaluate import read_labelled
@@ -139,16 +140,6 @@ def test_evaluate_an_ase_file_with_default_output(ethanol_ensemble, ethanol_inpu
     metrics = json.loads((ensemble / "evaluations" / "ethanol" / "metrics.json").read_text())
     assert metrics["data"]["structures"] == 12 and metrics["data"]["split"] is None
     assert -1 <= metrics["uncertainty"]["raw"]["forces"]["spearman_per_atom_norm"] <= 1
-
-
-def assert_columns_aligned(lines: list[str], *right_aligned: str) -> None:
-    """Every row of a table (lines[1:]) ends each right-aligned column where its header (lines[0]) does."""
-    head, rows = lines[0], lines[1:]
-    assert rows
-    for name in right_aligned:
-        end = head.index(name) + len(name)
-        for row in rows:
-            assert row[end - 1] != " " and (len(row) == end or row[end] == " "), (name, head, row)
 
 
 def test_info_lists_verified_members(ethanol_ensemble, tmp_path):

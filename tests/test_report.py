@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from datasets import ethanol_bp  # noqa: F401  (fixture)
 from hpo_helpers import assert_one_line_error, gfm_hpo, result_of
+from tables import assert_columns_aligned
 from orchestrator.trials.db import TrialDB
 from orchestrator.views import figures, report
 from orchestrator.views.status import utilisation
@@ -211,6 +212,31 @@ def test_run_in_progress_with_an_ensemble_phase(run, tmp_path):
     assert running.left == pytest.approx((started - first).total_seconds())
     ax = figures.plot_slice_timeline(trials, events, _axes(), phases=("hpo",), now=now)
     assert len(_bars(ax)) == 4 and ax.get_title().startswith("hpo on 2 slices")
+
+    # gfm-hpo status: the search first, where its configurations came from, aligned tables, and the
+    # running member with both its numbers, its epoch and its latest validation loss.
+    lines = gfm_hpo("status", copy, check=True).stdout.splitlines()
+    assert lines[1].startswith("hpo: 3 completed, 1 failed") and lines[2] == (
+        "  proposed by: initial_points (the space file's initial_points) #1-4")
+    best = lines.index("  best trials:")
+    assert_columns_aligned(lines[best + 1:best + 5], "trial", "objective", "epochs", "num_conv_layers", "fc_dim")
+    assert lines[best + 1].split()[:4] == ["trial", "objective", "origin", "epochs"]
+    assert [line.split()[2] for line in lines[best + 2:best + 5]] == ["initial_points"] * 3
+    running = lines.index("  running:")
+    assert_columns_aligned(lines[running + 1:running + 3], "slice", "member trial", "HPO trial", "time", "epoch",
+                           "val loss")
+    last = result_of(top["trial_dir"].iloc[1])["epochs"][-1]
+    assert lines[running + 2].split()[:3] == ["1", str(ids[1]), str(int(top["trial_id"].iloc[1]))]
+    assert lines[running + 2].split()[-2:] == [f"{last['epoch']}/2", f"{last['val_loss']:.4g}"]
+    member_best = lines.index("  best trials:", best + 1)
+    assert lines[member_best + 1].split()[:5] == ["member", "trial", "HPO", "trial", "objective"]
+    report_json = json.loads(gfm_hpo("status", copy, "--json", check=True).stdout)["phases"]
+    assert list(report_json) == ["hpo", "ensemble"]
+    assert report_json["hpo"]["origins"] == {"initial_points": [1, 2, 3, 4]}
+    assert report_json["hpo"]["best"][0]["origin"] == "initial_points"
+    (member,) = report_json["ensemble"]["running"]
+    assert (member["trial_id"], member["hpo_trial_id"], member["epochs"]) == (ids[1], int(top["trial_id"].iloc[1]), 2)
+    assert member["val_loss"] == pytest.approx(last["val_loss"])
 
     gfm_hpo("report", copy, check=True)
     summary = json.loads((copy / "report" / "summary.json").read_text())["phases"]
