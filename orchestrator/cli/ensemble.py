@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
                                               "make RUN_DIR/ensemble")
-    train.add_argument("run_dir", type=Path)
+    train.add_argument("run_dir", type=Path, help="the run directory of a search (gfm-hpo launch --run-dir)")
     train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
     train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
     train.add_argument("--patience", type=int, default=10,

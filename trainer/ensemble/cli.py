@@ -24,6 +24,11 @@ from trainer.ensemble.manifest import MANIFEST_FILE as MANIFEST   # torch-free t
 from trainer.ensemble.manifest import read_manifest
 
 
+ENSEMBLE_HELP = "ensemble directory (RUN_DIR/ensemble, made by gfm-ensemble train)"
+FOUND = ("the current directory or ./ensemble if either holds manifest.json, else the newest RUN/ensemble "
+         "in runs/*, demo/campaign-*/run or */, here or in this repository")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="structures per forward pass [64]")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="[cpu]")
@@ -36,26 +41,26 @@ def add_commands(commands) -> None:
     """Add predict, evaluate, calibrate and info to an argparse sub-parser collection."""
     predict = commands.add_parser("predict", help="energies and forces as mean ± std over the members")
     predict.add_argument("structures", type=Path, help="structure file (all frames are predicted)")
-    predict.add_argument("-e", "--ensemble", type=Path, help="ensemble directory (default: see above)")
+    predict.add_argument("-e", "--ensemble", type=Path, help=f"ensemble directory [{FOUND}]")
     predict.add_argument("-o", "--output", type=Path,
                          help="output file; its suffix picks the format: .extxyz/.xyz (per-atom arrays), "
                               ".csv (one row per structure), .json (everything) [STRUCTURES' stem.pred.extxyz]")
     predict.add_argument("--members", action="store_true", help="also write each member's predictions")
     _common(predict)
     evaluate = commands.add_parser("evaluate", help="accuracy and uncertainty quality on labelled data")
-    evaluate.add_argument("ensemble", type=Path)
+    evaluate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP)
     evaluate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
     evaluate.add_argument("-o", "--output", type=Path,
                           help="directory for metrics.json and PNGs [ENSEMBLE_DIR/evaluations/<name>]")
     evaluate.add_argument("--split", help="split of a .bp dataset [testset]")
     _common(evaluate)
     calibrate = commands.add_parser("calibrate", help="fit std -> s·std on validation data; store s in the manifest")
-    calibrate.add_argument("ensemble", type=Path)
+    calibrate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP + "; its manifest is updated")
     calibrate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
     calibrate.add_argument("--split", help="split of a .bp dataset [valset]")
     _common(calibrate)
     info = commands.add_parser("info", help="what an ensemble holds (members are verified)")
-    info.add_argument("ensemble", type=Path, nargs="?")
+    info.add_argument("ensemble", type=Path, nargs="?", help=f"{ENSEMBLE_HELP} [{FOUND}]")
 
 
 
