@@ -38,8 +38,8 @@ def test_launch_help_lists_the_packaged_spaces_and_sites():
     spaces = sorted(p.stem for p in (REPO / "search_spaces").glob("*.yaml"))
     sites = sorted(p.stem for p in (REPO / "site_configs").glob("*.yaml"))
     assert {"demo", "small", "table_iv"} <= set(spaces) and {"frontier", "local"} <= set(sites)
-    assert f"packaged search space ({', '.join(spaces)})" in text
-    assert f"packaged site ({', '.join(sites)})" in text
+    assert f"packaged search space ({', '.join(spaces)}) or a space YAML's path" in text
+    assert f"packaged site ({', '.join(sites)}) or a site YAML's path" in text
     assert "--seed SEED seed of the optimiser" in text
 
 

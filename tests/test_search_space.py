@@ -38,6 +38,16 @@ def test_small_is_table_iv_scaled_down():
         load_space("huge")
 
 
+def test_a_directory_named_like_a_packaged_space_is_not_taken_for_it(tmp_path, monkeypatch):
+    # The repository holds demo/ (the demo's campaigns) next to the packaged space "demo".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert load_space("demo").origin.endswith("search_spaces/demo.yaml")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match=r"^mine: no such file, and not a packaged search space"):
+        load_space("mine")
+
+
 def test_demo_is_small_with_a_short_random_start():
     # The demo's 12 trials on 2 slices: 4 completed random points, then the surrogate (search/backends.py).
     demo, small = load_space("demo"), load_space("small")

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import search_spaces
-import site_configs
+from search_spaces import PACKAGED as SPACES
 from trainer.contract import locations, typed
 from trainer.contract.errors import UserError, run_cli
 
 from orchestrator.launch import slurm
+from orchestrator.sites import PACKAGED as SITES
 from orchestrator.trials import runconfig
 from orchestrator.trials.runconfig import RunSettings
 
@@ -26,21 +26,16 @@ from orchestrator.trials.runconfig import RunSettings
 RUN_DIR_HELP = "the run directory (gfm-hpo launch --run-dir; by default runs/hpo-<time>)"
 
 
-def _packaged(package) -> list[str]:
-    """The names of a package's YAML files (search_spaces/, site_configs/): what --space and --site take."""
-    return sorted(path.stem for path in Path(package.__file__).parent.glob("*.yaml"))
-
-
 def _launch_parser(commands) -> None:
     launch = commands.add_parser("launch", help="start a search (submits a batch job on a Slurm site)")
     launch.add_argument("--site", default="local",
-                        help=f"packaged site ({', '.join(_packaged(site_configs))}) or the path of a site YAML [local]")
+                        help=f"packaged site ({', '.join(typed.packaged_names(SITES))}) or a site YAML's path [local]")
     launch.add_argument("--nodes", type=int, help="nodes to use (default: the whole allocation)")
     launch.add_argument("--nodes-per-trial", type=int, help="slice size (default: the site's)")
     launch.add_argument("--max-evals", type=int, default=100, help="trials to run [100]")
     launch.add_argument("--epochs", type=int, default=10, help="constant fidelity: epochs per trial [10]")
-    launch.add_argument("--space", help=f"packaged search space ({', '.join(_packaged(search_spaces))}) or the path "
-                                        "of a space YAML [table_iv: the paper's Table IV]")
+    launch.add_argument("--space", help=f"packaged search space ({', '.join(typed.packaged_names(SPACES))}) or a "
+                                        "space YAML's path [table_iv: the paper's Table IV]")
     launch.add_argument("--data", nargs="+", default=[], metavar="FILE.bp", help="datasets to train on")
     launch.add_argument("--run-dir", type=Path, help="run directory (default: runs/hpo-<time>)")
     launch.add_argument("--walltime", help="batch job wall time, HH:MM:SS (default: the site's)")
