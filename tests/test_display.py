@@ -84,7 +84,7 @@ def test_a_log_gets_a_line_only_when_a_member_moves(tmp_path):
         manager.finish(0, 0.0123456789)
         live.close(manager)
         last = out.getvalue().splitlines()[-1]
-        assert f"1/2 done (1 completed, 0 failed), 1 running on 2 slices, best 0.01235 from member trial " \
+        assert f"1/2 done (1 completed, 0 failed), 1 running on 2 slices, best 0.01235 by member trial " \
                f"{members[0]} (from HPO trial {parents[0]})" in last
         live.close(manager)                     # nothing new: no repeated final line
         assert out.getvalue().splitlines()[-1] == last and len(out.getvalue().splitlines()) == 3

@@ -65,7 +65,7 @@ class LiveStatus:
                    f"{len(manager.running)} running on {len(manager.allocation.slices)} slices")
         best = manager.db.best(manager.phase)
         if best is not None:
-            summary += f", best {number(best[1])} from {self._label(manager, best[0])}"
+            summary += f", best {number(best[1])} by {self._label(manager, best[0])}"
         runs = [manager.running[index] for index in sorted(manager.running)]
         listed = runs[:self.max_listed]
         progress = manager.db.latest_epochs([run.trial.trial_id for run in listed])
