@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from trainer.contract import locations
 from trainer.contract.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,22 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="campaign directory (default: demo/campaign-<time>)")
-    parser.add_argument("--trials", type=int, default=8, help="HPO trials [8]")
+    # 12 trials on 2 slices with the demo space's 4 random initial points: 5 random, 7 from the surrogate.
+    parser.add_argument("--trials", type=int, default=12, help="HPO trials [12]")
     parser.add_argument("--members", type=int, default=3, help="ensemble members [3]")
     args = parser.parse_args(argv)
-    out = (args.out or REPO / "demo" / time.strftime("campaign-%Y%m%d-%H%M%S")).resolve()
+    out = (args.out or locations.new_demo_campaign()).resolve()
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty; choose another --out")
     started = time.time()
     train, held_out, description = prepare_data(out / "data", 600, 200)
     print(f"data: {description}")
     dataset = out / "data" / "train.bp"
-    run = out / "run"
+    run = out / locations.DEMO_RUN
     step("convert to an ADIOS2 dataset (clean, split 80/10/10, neighbour lists)", "gfm-data", "convert",
          "--name", "demo", "--output", dataset, train)
-    step("asynchronous Bayesian HPO (DeepHyper CBO) on 2 local slices, 2-epoch fidelity", "gfm-hpo", "launch",
+    step("asynchronous Bayesian HPO on 2 local slices, 2-epoch fidelity (DeepHyper CBO: random configurations "
+         "until 4 trials have completed, then its surrogate's proposals)", "gfm-hpo", "launch",
          "--site", "local", "--nodes", "2", "--max-evals", str(args.trials), "--epochs", "2",
-         "--space", "small", "--data", dataset, "--run-dir", run, "--set", "training.batch_size=16")
+         "--space", "demo", "--data", dataset, "--run-dir", run, "--set", "training.batch_size=16")
     step("where the search stands", "gfm-hpo", "status", run)
     step(f"train the top {args.members} configurations to convergence: the deep ensemble", "gfm-ensemble",
          "train", run, "--top-k", str(args.members), "--max-epochs", "20", "--patience", "5")
@@ -93,7 +97,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("search figures (PNGs)", out / "report"),
                         ("notebook to inspect the trials", REPO / "notebooks" / "inspect_trials.ipynb")]:
         print(f"  {label}: {path}")
+    print("\n" + how_to_run_commands(run))
     return 0
+
+
+def how_to_run_commands(run: Path) -> str:
+    """The demo's last words: how to type the gfm-* commands yourself. scripts/demo.sh installs them
+    into .venv/bin, which a fresh shell does not have on its PATH, and nothing else would say so."""
+    from trainer.ensemble.cli import find_ensemble
+
+    def shown(path: Path) -> str:  # relative to the repository (where scripts/demo.sh runs) when inside it
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+    try:
+        found = find_ensemble(REPO).resolve() == (run / locations.ENSEMBLE_DIR).resolve()
+    except UserError:
+        found = False
+    info = "gfm-ensemble info" + ("" if found else f" {shown(run / locations.ENSEMBLE_DIR)}")
+    commands = [f"gfm-hpo status {shown(run)}", info]
+    on_path = shutil.which("gfm-hpo")
+    if on_path and Path(on_path).resolve() == (BIN / "gfm-hpo").resolve():
+        return "\n".join(["Next, for example:", *(f"  {c}" for c in commands)])
+    venv = shown(BIN.parent)
+    return "\n".join([
+        f"The gfm-* commands are in {shown(BIN)}, which is not on your PATH. From {REPO}, either activate it:",
+        f"  source {venv}/bin/activate", *(f"  {c}" for c in commands),
+        "or call them by path:", *(f"  {shown(BIN)}/{c}" for c in commands)])
 
 
 if __name__ == "__main__":

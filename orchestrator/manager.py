@@ -130,7 +130,8 @@ class Manager:
             created = self.created()
             for proposal in self.proposer.propose(len(free) - len(queued), created):
                 trial_id = self.db.create_trial(self.phase, proposal.params, str(self.trial_root / "{trial_id:05d}"),
-                                                proposal.parent_id, prepare=partial(write_trial, config=proposal.config))
+                                                proposal.parent_id, prepare=partial(write_trial, config=proposal.config),
+                                                origin=proposal.origin)
                 queued.append(self.db.get(trial_id))
         for trial, slice in zip(queued, free):
             self._start(trial, slice)

@@ -14,6 +14,7 @@ import pytest
 from conftest import shared_file
 from datasets import BIN
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
+from tables import assert_columns_aligned
 from trainer.data.structures import read_structures
 from trainer.ensemble import uncertainty
 from trainer.ensemble.evaluate import read_labelled
@@ -109,6 +110,9 @@ def test_calibrate_then_evaluate(ethanol_ensemble, tmp_path):
     run = gfm_ensemble("evaluate", ensemble, dataset, "-o", tmp_path / "report")
     assert run.returncode == 0, run.stderr
     assert "ensemble mean" in run.stdout and "forces calibrated" in run.stdout
+    lines = run.stdout.splitlines()
+    assert_columns_aligned(lines[1:4], "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å")
+    assert_columns_aligned(lines[5:10], "spearman", "±1σ", "±2σ", "miscal. area")
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["data"]["split"] == "testset" and metrics["data"]["structures"] == 20
     test = read_labelled(dataset, "testset", "testset")
@@ -138,10 +142,28 @@ def test_evaluate_an_ase_file_with_default_output(ethanol_ensemble, ethanol_inpu
     assert -1 <= metrics["uncertainty"]["raw"]["forces"]["spearman_per_atom_norm"] <= 1
 
 
-def test_info_lists_verified_members(ethanol_ensemble):
+def test_info_lists_verified_members(ethanol_ensemble, tmp_path):
     run = gfm_ensemble("info", ethanol_ensemble)
     assert run.returncode == 0, run.stderr
     assert "3 members (all verified)" in run.stdout and "SchNet" in run.stdout and "conservative" in run.stdout
+    lines = run.stdout.splitlines()
+    members = lines[2:6]
+    assert_columns_aligned(members, "hidden", "val loss", "epoch", "HPO trial", "member trial")
+    manifest = read_manifest(ethanol_ensemble)
+    for line, member in zip(members[1:], manifest.members):
+        cells = line.split()
+        assert cells[0] == member.name and float(cells[4]) == pytest.approx(member.val_loss, rel=1e-3)
+        assert len(cells[4].lstrip("0.")) <= 4                     # 4 significant digits, not 17
+        assert cells[-2:] == ["-", str(member.trial_id)]            # no HPO trial recorded by these tests
+    assert "HPO trial: the search trial whose configuration it retrains" in lines[6]
+    # An ensemble that names its members' HPO trials (as gfm-ensemble train writes them) shows them.
+    copy = shutil.copytree(ethanol_ensemble, tmp_path / "ensemble")
+    document = json.loads((copy / "manifest.json").read_text())
+    for k, member in enumerate(document["members"]):
+        member["hpo_trial_id"] = 40 + k
+    (copy / "manifest.json").write_text(json.dumps(document))
+    run = gfm_ensemble("info", copy)
+    assert [line.split()[-2:] for line in run.stdout.splitlines()[3:6]] == [["40", "0"], ["41", "1"], ["42", "2"]]
 
 
 def _tampered(ensemble: Path, tmp_path: Path) -> Path:

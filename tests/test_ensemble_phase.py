@@ -9,6 +9,7 @@ import ase.io
 import numpy as np
 import pytest
 
+from datasets import BIN
 from hpo_helpers import gfm_hpo
 from orchestrator.phases.ensemble import select_top
 from orchestrator.trialdb import load_trials
@@ -35,13 +36,26 @@ def test_top_k_skips_failures_and_duplicate_configurations_and_breaks_ties_by_id
 def test_demo_campaign_end_to_end(tmp_path):
     """`scripts/demo.sh` at a smaller size: HPO -> ensemble -> predict -> evaluate -> report."""
     out = tmp_path / "campaign"
-    done = subprocess.run([sys.executable, "-m", "orchestrator.demo", "--out", str(out), "--trials", "4",
+    done = subprocess.run([sys.executable, "-m", "orchestrator.demo", "--out", str(out), "--trials", "6",
                            "--members", "2"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "campaign done" in done.stdout
     trials = load_trials(out / "run")
     hpo, members = trials[trials["phase"] == "hpo"], trials[trials["phase"] == "ensemble"]
-    assert len(hpo) == 4 and set(hpo["status"]) == {"completed"}
+    assert len(hpo) == 6 and set(hpo["status"]) == {"completed"}
+    # The demo space starts CBO with 4 random points: on 2 slices the 6th trial at the latest is
+    # the surrogate's, and every trial says which it was.
+    origins = hpo["origin"].tolist()
+    assert origins[:4] == ["initial_design"] * 4 and origins[-1] == "surrogate", origins
+    assert set(origins) == {"initial_design", "surrogate"}
+    # The live display (stdout is a pipe here): never the same line twice in a row but for the clock,
+    # and the members' epochs and validation losses as they train.
+    progress = [line.split("] ", 1)[1] for line in done.stdout.splitlines() if line.startswith("[")]
+    assert progress and all(a != b for a, b in zip(progress, progress[1:])), progress
+    assert any("ensemble: " in line and "(from HPO trial " in line and ", val loss " in line for line in progress)
+    # The last lines say how to run the commands: they are in a virtual environment's bin.
+    assert f"gfm-hpo status {out / 'run'}" in done.stdout.splitlines()[-1] + done.stdout.splitlines()[-2]
+    assert "bin/activate" in done.stdout
     best_two = hpo.sort_values(["objective", "trial_id"])["trial_id"].head(2).tolist()
     assert sorted(members["parent_id"].astype(int)) == sorted(best_two)
     assert set(members["status"]) == {"completed"}
@@ -64,3 +78,12 @@ def test_demo_campaign_end_to_end(tmp_path):
         assert (out / "report" / f"{name}.png").stat().st_size > 5000
     status = gfm_hpo("status", out / "run", check=True).stdout
     assert "ensemble: 2 completed" in status
+    surrogate = [int(t) for t in hpo.loc[hpo["origin"] == "surrogate", "trial_id"]]
+    assert f"surrogate (the optimiser's surrogate model) #{surrogate[0]}" in status
+    # gfm-ensemble info: each member's HPO trial and its own member trial, labelled.
+    info = subprocess.run([str(BIN / "gfm-ensemble"), "info", str(out / "run" / "ensemble")], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    assert info[2].split()[-4:] == ["HPO", "trial", "member", "trial"]
+    shown = {tuple(map(int, line.split()[-2:])) for line in info[3:5]}
+    assert shown == {(int(r.parent_id), int(r.trial_id)) for r in members.itertuples()}
+    assert all(line.split()[0] == f"member{k:02d}-hpo{line.split()[-2].zfill(5)}" for k, line in enumerate(info[3:5]))

@@ -95,8 +95,12 @@ def test_local_search_end_to_end(tmp_path, ethanol_bp):
     assert len(curves) == 8 and set(curves["epoch"]) == {1, 2}
     status = gfm_hpo("status", run, check=True).stdout
     assert "hpo: 4 completed" in status and "best trials:" in status
+    # 4 trials of a 5-dimensional space: all from CBO's random initial design (2 x 5 + 1 points).
+    assert list(trials["origin"]) == ["initial_design"] * 4
+    assert "proposed by: initial_design (the optimiser's random initial design) #1-4" in status
     report = json.loads(gfm_hpo("status", run, "--json", check=True).stdout)
     assert report["phases"]["hpo"]["counts"]["completed"] == 4
+    assert report["phases"]["hpo"]["origins"] == {"initial_design": [1, 2, 3, 4]}
     best = report["phases"]["hpo"]["best"][0]
     assert best["objective"] == pytest.approx(trials["objective"].min())
     again = gfm_hpo("launch", "--nodes", "2", "--data", ethanol_bp, "--run-dir", run)

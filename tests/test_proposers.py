@@ -1,6 +1,7 @@
 """HpoProposer: the manager's outcomes reach the optimiser in one tell, before the next proposal."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from orchestrator.search.backends import make_optimizer
@@ -43,3 +44,12 @@ def test_outcomes_are_held_and_told_in_one_call_before_the_next_proposal(tmp_pat
 
     proposer.propose(1, created=7)
     assert len(calls) == 1                          # nothing new finished: no empty tell
+
+
+def test_each_proposal_says_where_it_came_from(tmp_path):
+    proposer = hpo_proposer(tmp_path)
+    first = {"mpnn_type": "SchNet", "num_conv_layers": 2, "hidden_dim": 32, "num_fc_layers": 2, "fc_dim": 32}
+    proposer.space = dataclasses.replace(proposer.space, initial_points=(first,))
+    proposals = proposer.propose(3, created=0)
+    assert [p.origin for p in proposals] == ["initial_points", "initial_design", "initial_design"]
+    assert proposals[0].params == first

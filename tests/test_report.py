@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from datasets import ethanol_bp  # noqa: F401  (fixture)
 from hpo_helpers import assert_one_line_error, gfm_hpo, result_of
+from tables import assert_columns_aligned
 from orchestrator.trials.db import TrialDB
 from orchestrator.views import figures, report
 from orchestrator.views.status import utilisation
@@ -212,6 +213,31 @@ def test_run_in_progress_with_an_ensemble_phase(run, tmp_path):
     ax = figures.plot_slice_timeline(trials, events, _axes(), phases=("hpo",), now=now)
     assert len(_bars(ax)) == 4 and ax.get_title().startswith("hpo on 2 slices")
 
+    # gfm-hpo status: the search first, where its configurations came from, aligned tables, and the
+    # running member with both its numbers, its epoch and its latest validation loss.
+    lines = gfm_hpo("status", copy, check=True).stdout.splitlines()
+    assert lines[1].startswith("hpo: 3 completed, 1 failed") and lines[2] == (
+        "  proposed by: initial_points (the space file's initial_points) #1-4")
+    best = lines.index("  best trials:")
+    assert_columns_aligned(lines[best + 1:best + 5], "trial", "objective", "epochs", "num_conv_layers", "fc_dim")
+    assert lines[best + 1].split()[:4] == ["trial", "objective", "origin", "epochs"]
+    assert [line.split()[2] for line in lines[best + 2:best + 5]] == ["initial_points"] * 3
+    running = lines.index("  running:")
+    assert_columns_aligned(lines[running + 1:running + 3], "slice", "member trial", "HPO trial", "time", "epoch",
+                           "val loss")
+    last = result_of(top["trial_dir"].iloc[1])["epochs"][-1]
+    assert lines[running + 2].split()[:3] == ["1", str(ids[1]), str(int(top["trial_id"].iloc[1]))]
+    assert lines[running + 2].split()[-2:] == [f"{last['epoch']}/2", f"{last['val_loss']:.4g}"]
+    member_best = lines.index("  best trials:", best + 1)
+    assert lines[member_best + 1].split()[:5] == ["member", "trial", "HPO", "trial", "objective"]
+    report_json = json.loads(gfm_hpo("status", copy, "--json", check=True).stdout)["phases"]
+    assert list(report_json) == ["hpo", "ensemble"]
+    assert report_json["hpo"]["origins"] == {"initial_points": [1, 2, 3, 4]}
+    assert report_json["hpo"]["best"][0]["origin"] == "initial_points"
+    (member,) = report_json["ensemble"]["running"]
+    assert (member["trial_id"], member["hpo_trial_id"], member["epochs"]) == (ids[1], int(top["trial_id"].iloc[1]), 2)
+    assert member["val_loss"] == pytest.approx(last["val_loss"])
+
     gfm_hpo("report", copy, check=True)
     summary = json.loads((copy / "report" / "summary.json").read_text())["phases"]
     assert summary["ensemble"]["counts"]["completed"] == 1 and summary["ensemble"]["counts"]["running"] == 1
@@ -268,7 +294,7 @@ def test_bad_run_directories_are_one_line_errors(run, tmp_path):
 
 
 def test_importing_the_report_module_stays_light():
-    code = ("import sys, orchestrator.report, orchestrator.cli; "
+    code = ("import sys, orchestrator.views.report, orchestrator.cli.hpo, orchestrator.cli.ensemble; "
             "print(sorted({'torch', 'pandas', 'matplotlib'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -284,8 +310,12 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     first = notebook.cells[0]
     assert first.cell_type == "code" and "parameters" in first.metadata.get("tags", [])
-    assert "RUN_DIR =" in first.source
-    first.source = f"RUN_DIR = {str(run)!r}"
+    assert first.source.rstrip().endswith("RUN_DIR = None")
+    # As shipped (RUN_DIR = None): the newest run where gfm-hpo launch puts them, runs/* of the folder
+    # the notebook runs in (here a folder of our own, so that no run of the developer's is found).
+    folder = tmp_path / "work"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "runs" / "hpo-test").symlink_to(run)
     # A kernel spec of our own, pinned to this interpreter: the tests never depend on (or pick up)
     # whatever "python3" kernel the user's Jupyter configuration happens to name.
     spec = tmp_path / "kernels" / "gfm-test"
@@ -296,7 +326,7 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     specs = KernelSpecManager(kernel_dirs=[str(spec.parent)], ensure_native_kernel=False)
     manager = KernelManager(kernel_name="gfm-test", kernel_spec_manager=specs)
     NotebookClient(notebook, km=manager, timeout=300, startup_timeout=120,
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+                   resources={"metadata": {"path": str(folder)}}).execute()
 
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
@@ -309,4 +339,4 @@ def test_notebook_executes_on_a_real_run(run, tmp_path):
     (ranking,) = [t for t in tables if "rank" in t and "objective" in t]
     assert "<table" in ranking and all(f"<td>{o:.6f}</td>" in ranking for o in best["objective"])
     assert any("non-finite loss" in t for t in tables)  # the failures table
-    assert str(run) in "".join(out.get("text", "") for out in outputs if out.output_type == "stream")
+    assert str(run.resolve()) in "".join(out.get("text", "") for out in outputs if out.output_type == "stream")

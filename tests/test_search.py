@@ -152,6 +152,37 @@ def test_pending_configurations_are_not_proposed(tmp_path):
     assert not {tuple(p.values()) for p in asked} & {tuple(p.values()) for p in running}
 
 
+@pytest.mark.parametrize("backend", ["cbo", "skopt-gp"])
+def test_origin_is_random_until_n_initial_points_results_then_the_surrogate(tmp_path, backend):
+    # Both backends ask randomly until n_initial_points trials have completed (failures do not count),
+    # whatever is still running; every ask after that is the surrogate's.
+    optimizer = make_optimizer(space(backend, n_initial_points=3), 0, tmp_path)
+    asked = optimizer.ask_with_origin(2)
+    assert [origin for _, origin in asked] == ["initial_design"] * 2
+    outcomes = [1.0, None, 2.0, 3.0]                     # the second trial fails
+    origins = []
+    for outcome in outcomes:
+        params, _ = asked.pop(0)
+        optimizer.tell([(params, outcome)])
+        asked += optimizer.ask_with_origin(1)
+        origins.append(asked[-1][1])
+    assert origins == ["initial_design", "initial_design", "initial_design", "surrogate"]
+    if backend == "cbo":  # DeepHyper's own state agrees: a fitted model exactly when we say surrogate
+        assert optimizer._cbo._opt.models and optimizer._cbo._opt._n_initial_points <= 0
+    assert {origin for _, origin in optimizer.ask_with_origin(3)} == {"surrogate"}
+
+
+def test_cbo_default_initial_design_is_2_dimensions_plus_1(tmp_path):
+    optimizer = make_optimizer(space("cbo"), 0, tmp_path)
+    origins = []
+    for _ in range(13):
+        ((params, origin),) = optimizer.ask_with_origin(1)
+        origins.append(origin)
+        optimizer.tell([(params, loss(params) or 9.0)])
+    assert origins == ["initial_design"] * (2 * len(SMALL) + 1) + ["surrogate"] * 2
+    assert {origin for _, origin in make_optimizer(space("random"), 0, tmp_path / "r").ask_with_origin(4)} == {"random"}
+
+
 @pytest.mark.parametrize("backend, optimizer_settings, where, problem", [
     ("cbo", {"surogate_model": "RF"}, "optimizer.surogate_model", "not a setting of backend cbo (did you mean 'surrogate_model'?)"),
     ("cbo", {"random_state": 3}, "optimizer.random_state", "not a setting of backend cbo"),

@@ -34,8 +34,25 @@ def test_small_is_table_iv_scaled_down():
     assert small.names == full.names
     widths = {p.name: (p.low, p.high) for p in small.parameters if p.name.endswith("_dim")}
     assert widths == {"hidden_dim": (10, 200), "fc_dim": (30, 100)}
-    with pytest.raises(ConfigError, match=r"^huge: no such file, and not a packaged search space \(packaged: small, table_iv\)$"):
+    with pytest.raises(ConfigError, match=r"^huge: no such file, and not a packaged search space \(packaged: demo, small, table_iv\)$"):
         load_space("huge")
+
+
+def test_a_directory_named_like_a_packaged_space_is_not_taken_for_it(tmp_path, monkeypatch):
+    # The repository holds demo/ (the demo's campaigns) next to the packaged space "demo".
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert load_space("demo").origin.endswith("search_spaces/demo.yaml")
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match=r"^mine: no such file, and not a packaged search space"):
+        load_space("mine")
+
+
+def test_demo_is_small_with_a_short_random_start():
+    # The demo's 12 trials on 2 slices: 4 completed random points, then the surrogate (search/backends.py).
+    demo, small = load_space("demo"), load_space("small")
+    assert demo.parameters == small.parameters and demo.backend == "cbo"
+    assert demo.optimizer == {"n_initial_points": 4}
 
 
 def test_round_trip_through_a_mapping():

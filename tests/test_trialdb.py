@@ -231,3 +231,49 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
     (tmp_path / "notes.db").write_text("not sqlite at all\n" * 100)
     with pytest.raises(UserError, match="notes.db: not a trial database \\(file is not a database\\)"):
         TrialDB(tmp_path / "notes.db")
+
+
+def test_origin_is_recorded_and_shown(tmp_path):
+    with TrialDB(tmp_path) as db:
+        ids = [db.create_trial("hpo", {**PARAMS, "hidden_dim": 100 + k}, origin=origin)
+               for k, origin in enumerate(["initial_points", "initial_design", "surrogate", "random"])]
+        member = db.create_trial("ensemble", PARAMS, parent_id=ids[2])
+        assert db.get(ids[2]).origin == "surrogate" and db.get(member).origin is None
+        with pytest.raises(ValueError, match="origin must be one of"):
+            db.create_trial("hpo", PARAMS, origin="guess")
+    trials = load_trials(tmp_path)
+    assert list(trials.columns[:5]) == ["trial_id", "phase", "status", "objective", "origin"]
+    assert trials.origin.tolist() == ["initial_points", "initial_design", "surrogate", "random", None]
+
+
+def _schema_1_database(path) -> None:
+    """A database as the previous version wrote it: no origin column, user_version 1."""
+    from orchestrator.trials.schema import SCHEMA
+
+    db = sqlite3.connect(path / "trials.db")
+    db.executescript(SCHEMA.replace(",\n    origin         TEXT", "")
+                     .replace("-- HPO: where its configuration came from (ORIGINS)", ""))
+    db.execute("INSERT INTO trials (phase, status, params, submitted_at, objective) "
+               "VALUES ('hpo', 'completed', ?, 1.0, 0.5)", (json.dumps(PARAMS),))
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+def test_a_database_of_schema_1_is_read_and_upgraded(tmp_path):
+    _schema_1_database(tmp_path)
+    columns = [row[1] for row in sqlite3.connect(tmp_path / "trials.db").execute("PRAGMA table_info(trials)")]
+    assert "origin" not in columns
+    before = load_trials(tmp_path)                     # a reader does not change the file
+    assert before.origin.tolist() == [None] and before.objective.tolist() == [0.5]
+    with TrialDB(tmp_path) as db:                      # the manager's connection adds the column
+        assert db.get(1).origin is None and db.get(1).objective == 0.5
+        new = db.create_trial("hpo", {**PARAMS, "fc_dim": 300}, origin="surrogate")
+    assert load_trials(tmp_path).origin.tolist() == [None, "surrogate"] and new == 2
+    assert sqlite3.connect(tmp_path / "trials.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    other = tmp_path / "future"
+    other.mkdir()
+    TrialDB(other).close()
+    sqlite3.connect(other / "trials.db").execute("PRAGMA user_version = 7")
+    with pytest.raises(UserError, match=r"not a trial database of this version \(schema version 7, this program reads 2\)"):
+        TrialDB(other)

@@ -9,8 +9,10 @@
 STRUCTURES and LABELLED: any file ASE reads (xyz/extxyz, traj, db, POSCAR, cif,
 also .xz/.gz/.bz2 compressed); LABELLED may also be a dataset of `gfm-data
 convert` (.bp), of which one split is used. Units: energy eV, forces eV/Å.
-Without -e, the ensemble is the first of: the current directory (if it holds
-manifest.json), ./ensemble, the newest runs/*/ensemble, the newest */ensemble.
+Without -e (predict) or ENSEMBLE_DIR (info), the ensemble is the first of: the
+current directory (if it holds manifest.json), ./ensemble, the newest
+RUN/ensemble of the runs in runs/*, demo/campaign-*/run (the demo's) or */,
+looked for in the current directory and in this repository.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
                                               "make RUN_DIR/ensemble")
-    train.add_argument("run_dir", type=Path)
+    train.add_argument("run_dir", type=Path, help="the run directory of a search (gfm-hpo launch --run-dir)")
     train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
     train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
     train.add_argument("--patience", type=int, default=10,

@@ -10,32 +10,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Sequence
 
-from trainer.contract import typed
+from search_spaces import PACKAGED as SPACES
+from trainer.contract import locations, typed
 from trainer.contract.errors import UserError, run_cli
 
 from orchestrator.launch import slurm
+from orchestrator.sites import PACKAGED as SITES
 from orchestrator.trials import runconfig
 from orchestrator.trials.runconfig import RunSettings
 
 
+RUN_DIR_HELP = "the run directory (gfm-hpo launch --run-dir; by default runs/hpo-<time>)"
+
+
 def _launch_parser(commands) -> None:
     launch = commands.add_parser("launch", help="start a search (submits a batch job on a Slurm site)")
-    launch.add_argument("--site", default="local", help="site name (site_configs/) or YAML path [local]")
+    launch.add_argument("--site", default="local",
+                        help=f"packaged site ({', '.join(typed.packaged_names(SITES))}) or a site YAML's path [local]")
     launch.add_argument("--nodes", type=int, help="nodes to use (default: the whole allocation)")
     launch.add_argument("--nodes-per-trial", type=int, help="slice size (default: the site's)")
     launch.add_argument("--max-evals", type=int, default=100, help="trials to run [100]")
     launch.add_argument("--epochs", type=int, default=10, help="constant fidelity: epochs per trial [10]")
-    launch.add_argument("--space", help="search space YAML or packaged name (default: Table IV)")
+    launch.add_argument("--space", help=f"packaged search space ({', '.join(typed.packaged_names(SPACES))}) or a "
+                                        "space YAML's path [table_iv: the paper's Table IV]")
     launch.add_argument("--data", nargs="+", default=[], metavar="FILE.bp", help="datasets to train on")
     launch.add_argument("--run-dir", type=Path, help="run directory (default: runs/hpo-<time>)")
     launch.add_argument("--walltime", help="batch job wall time, HH:MM:SS (default: the site's)")
     launch.add_argument("--trial-walltime", type=float, help="seconds before a trial is stopped as failed")
     launch.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
-    launch.add_argument("--seed", type=int, default=0)
+    launch.add_argument("--seed", type=int, default=0,
+                        help="seed of the optimiser (its random initial design too) and of every trial's training [0]")
     launch.add_argument("--max-attempts", type=int, default=3, help="launches per trial after node failures [3]")
     launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -52,15 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _launch_parser(commands)
     run = commands.add_parser("run", help="run the manager of RUN_DIR here (what the batch job executes)")
-    run.add_argument("run_dir", type=Path)
+    run.add_argument("run_dir", type=Path, help=RUN_DIR_HELP)
     resume = commands.add_parser("resume", help="continue a stopped search")
-    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("run_dir", type=Path, help=RUN_DIR_HELP)
     resume.add_argument("--foreground", action="store_true", help="on a Slurm site: do not submit, run here")
     status = commands.add_parser("status", help="where a search stands")
-    status.add_argument("run_dir", type=Path)
-    status.add_argument("--json", action="store_true")
+    status.add_argument("run_dir", type=Path, help=RUN_DIR_HELP)
+    status.add_argument("--json", action="store_true",
+                        help="machine-readable: counts, best and running trials, origins, failures, utilisation")
     report = commands.add_parser("report", help="write the search's figures as PNG files")
-    report.add_argument("run_dir", type=Path)
+    report.add_argument("run_dir", type=Path, help=RUN_DIR_HELP)
     report.add_argument("-o", "--output", type=Path, help="directory for the PNGs (default: RUN_DIR/report)")
     return parser
 
@@ -92,7 +100,7 @@ def launch(args: argparse.Namespace) -> int:
     load_space(settings.space)  # a bad space file fails now, not in the batch job
     nodes = discover_nodes(site, settings.nodes)
     allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
-    run_dir = (args.run_dir or Path("runs") / time.strftime("hpo-%Y%m%d-%H%M%S")).resolve()
+    run_dir = (args.run_dir or locations.new_run_dir()).resolve()
     runconfig.base_trial(settings, threads=site.cpus_per_rank)  # --set overrides are checked here
     if args.dry_run:
         plan = slice_plan(site, allocation, run_dir / runconfig.TRIALS_DIR)

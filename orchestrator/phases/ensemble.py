@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.contract import typed
+from trainer.contract import locations, typed
 from trainer.contract.errors import UserError
 from trainer.contract.trialconfig import TrialConfig, load_trial
 from trainer.ensemble.manifest import TrainedMember
@@ -30,7 +30,7 @@ from orchestrator.trials.schema import Trial
 log = logging.getLogger(__name__)
 
 PHASE = "ensemble"
-ENSEMBLE_DIR = "ensemble"          # RUN_DIR/ensemble: the manifest and member checkpoints
+ENSEMBLE_DIR = locations.ENSEMBLE_DIR  # RUN_DIR/ensemble: the manifest and member checkpoints
 MEMBERS_DIR = "ensemble/trials"    # RUN_DIR/ensemble/trials/NNNNN: the members' trial directories
 SELECTION_KEY = "ensemble_selection"
 
@@ -116,6 +116,7 @@ def ensemble_inputs(run_dir: Path) -> tuple[Path, list[TrainedMember], str, str]
     members = completed_members(run_dir)
     if not members:
         raise UserError(f"{run_dir}: no ensemble member completed its training (see gfm-hpo status {run_dir})")
-    sources = [TrainedMember(f"member{k:02d}-trial{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
-                            t.params, t.trial_id) for k, t in enumerate(members)]
+    # Named after the HPO trial it retrains ("hpo00007"); its own trial id is in the manifest as trial_id.
+    sources = [TrainedMember(f"member{k:02d}-hpo{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
+                            t.params, trial_id=t.trial_id, hpo_trial_id=t.parent_id) for k, t in enumerate(members)]
     return run_dir / ENSEMBLE_DIR, sources, str(run_dir), settings.data[0]

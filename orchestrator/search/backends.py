@@ -98,6 +98,15 @@ class CBOSearch(SearchBase):
             raise TooManyFailures(f"{self.space.origin}: optimizer.acq_optimizer_kwargs.max_total_failures: "
                                   f"the search has seen {self.num_failed} failed trials") from None
 
+    def _origin(self) -> str:
+        # DeepHyper 0.13's optimiser (deephyper/skopt/optimizer/optimizer.py, ask and _ask) returns
+        # random points while its _n_initial_points is above 0: that count starts at CBO's
+        # n_initial_points (default 2 * dimensions + 1, hpo/_cbo.py) and falls by one per told result
+        # that is not a failure ("F"), in tell's batch branch as in its single one. Only after that is
+        # the surrogate fitted and asked; without an estimator (surrogate_model "DUMMY") never.
+        opt = self._cbo._opt
+        return "initial_design" if opt._n_initial_points > 0 or opt.base_estimator_ is None else "surrogate"
+
     def _exclude(self, configs: list[Params]) -> None:
         # DeepHyper filters its candidate points against `sampled`, but does not record the points
         # of a qUCBd batch there, nor told points that it did not propose (after a resume).
@@ -157,11 +166,17 @@ class SkoptGPSearch(SearchBase):
                                      random_state=self._np_rng.randint(np.iinfo(np.int32).max),
                                      **{k: self.settings[k] for k in SKOPT_PASSED if k in self.settings})
 
+    def _origin(self) -> str:
+        # skopt's own Optimizer would draw n_initial_points (its default 10) random asks before fitting;
+        # it is made here with none, and this class draws random points itself until n_initial_points
+        # results that are not failures have been told (default 2 * dimensions + 1, as in DeepHyper).
+        observed = sum(loss is not None for _, loss in self._told)
+        return "initial_design" if observed < self._n_initial else "surrogate"
+
     def _propose(self, n: int) -> list[Params]:
-        observed = [loss for _, loss in self._told if loss is not None]
-        if len(observed) < self._n_initial:
+        if self._origin() == "initial_design":
             return [self.space.sample(self._rng) for _ in range(n)]
-        worst = max(observed)
+        worst = max(loss for _, loss in self._told if loss is not None)
         X = [self._vector(params) for params, _ in self._told]
         y = [worst if loss is None else loss for _, loss in self._told]
         lie = SKOPT_LIES[self.settings["strategy"]](y)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Result = tuple[Params, float | None]
+Asked = tuple[Params, str]   # a configuration and its origin (orchestrator.trials.schema.ORIGINS)
 FRESH_POINT_TRIES = 1000  # random draws before concluding a (discrete) space is exhausted
 
 
@@ -47,6 +48,9 @@ class Optimizer(Protocol):
     def ask(self, n: int) -> list[Params]:
         """`n` new configurations (plain python types), none seen before while the space allows."""
 
+    def ask_with_origin(self, n: int) -> list[Asked]:
+        """`ask`, each configuration with where it came from (see SearchBase.ask_with_origin)."""
+
     def tell(self, results: Sequence[Result]) -> None:
         """Finished trials: (config, best validation loss) or (config, None) for a failure."""
 
@@ -55,7 +59,7 @@ class Optimizer(Protocol):
 
 
 class SearchBase:
-    """Bookkeeping shared by the backends; a backend implements `_propose`, `_learn`, `_exclude`."""
+    """Bookkeeping shared by the backends; a backend implements `_propose`, `_learn`, `_origin`, `_exclude`."""
 
     def __init__(self, space: SearchSpace, seed: int):
         self.space = space
@@ -70,24 +74,31 @@ class SearchBase:
     # -- the interface ----------------------------------------------------------
 
     def ask(self, n: int) -> list[Params]:
+        return [params for params, _ in self.ask_with_origin(n)]
+
+    def ask_with_origin(self, n: int) -> list[Asked]:
+        """`ask`, each configuration with where it came from: "initial_design" (the backend's random
+        points before its surrogate is fitted), "surrogate", or "random" (random search, or a random
+        point standing in for a repeated proposal)."""
         if n < 0:
             raise ValueError(f"ask(n) needs n >= 0, got {n}")
-        chosen: list[Params] = []
+        chosen: list[Asked] = []
         for extra in (0, 1):
             # The second round sees the first round's points as pending; it asks for one point
             # more because a backend's first proposal is usually its incumbent, repeated.
             missing = n - len(chosen)
             if missing == 0:
                 break
+            origin = self._origin()  # only a tell changes it, so it holds for the whole batch
             proposals = [self.space.check_params(p) for p in self._propose(missing + extra)]
             fresh = self._fresh(proposals)
             self.num_repeats += len(proposals) - len(fresh)
             self._mark_pending(fresh[:missing])
-            chosen += fresh[:missing]
+            chosen += [(params, origin) for params in fresh[:missing]]
         while len(chosen) < n:
             point = self._random_fresh_point()
             self._mark_pending([point])
-            chosen.append(point)
+            chosen.append((point, "random"))
         return chosen
 
     def tell(self, results: Sequence[Result]) -> None:
@@ -121,6 +132,10 @@ class SearchBase:
         raise NotImplementedError
 
     def _learn(self, results: list[Result]) -> None:
+        raise NotImplementedError
+
+    def _origin(self) -> str:
+        """What the next `_propose` returns: "initial_design", "surrogate" or "random"."""
         raise NotImplementedError
 
     def _exclude(self, configs: list[Params]) -> None:
@@ -169,6 +184,9 @@ class RandomSearch(SearchBase):
 
     def _learn(self, results: list[Result]) -> None:
         """Random search learns nothing from results."""
+
+    def _origin(self) -> str:
+        return "random"
 
 
 def restore(optimizer: Optimizer, db: "TrialDB", phase: str = "hpo") -> tuple[int, int]:

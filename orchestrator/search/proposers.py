@@ -20,6 +20,7 @@ class Proposal:
     params: Params
     config: TrialConfig
     parent_id: int | None = None
+    origin: str | None = None   # HPO: where the configuration came from (orchestrator.trials.schema.ORIGINS)
 
 
 class Proposer(Protocol):
@@ -68,8 +69,9 @@ class HpoProposer:
         initial = list(self.space.initial_points[created:created + n])
         if initial:
             self.optimizer.add_pending(initial)  # so the optimiser does not propose them again
-        params = initial + (self.optimizer.ask(n - len(initial)) if n > len(initial) else [])
-        return [Proposal(p, self.space.apply(p, self.base)) for p in params]
+        asked = [(p, "initial_points") for p in initial]
+        asked += self.optimizer.ask_with_origin(n - len(initial)) if n > len(initial) else []
+        return [Proposal(p, self.space.apply(p, self.base), origin=origin) for p, origin in asked]
 
     def finished(self, params: Params, objective: float | None) -> None:
         self.outcomes.append((params, objective))

@@ -23,10 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from orchestrator.trials.schema import (BUSY_TIMEOUT_MS, CURVE_COLUMNS, DB_NAME, FINISHED, PHASES, SCHEMA,
-                                      SCHEMA_VERSION, STATUSES, TRANSITIONS, Trial, TransitionError,
-                                      database_path, trial_from_row)
-from trainer.contract.atomicio import atomic_output
+from orchestrator.trials import dbfile
+from orchestrator.trials.schema import (CURVE_COLUMNS, DB_NAME, FINISHED, ORIGINS, PHASES, STATUSES, TRANSITIONS,
+                                      Trial, TransitionError, database_path, trial_from_row)
 from trainer.contract.errors import UserError
 
 __all__ = ["DB_NAME", "STATUSES", "Trial", "TrialDB", "TransitionError", "database_path"]
@@ -38,17 +37,17 @@ class TrialDB:
     def __init__(self, path: str | Path):
         self.path = database_path(path)
         if not self.path.exists():
-            _create(self.path)
+            dbfile.create(self.path)
         self._lock = threading.Lock()
         try:
-            self._db = _connect(self.path)
+            self._db = dbfile.connect(self.path)
         except sqlite3.DatabaseError as err:
             raise UserError(f"{self.path}: not a trial database ({err})") from None
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
+        try:
+            dbfile.upgrade(self._db, self.path)
+        except BaseException:
             self._db.close()
-            raise UserError(f"{self.path}: not a trial database of this version "
-                            f"(schema version {version}, this program reads {SCHEMA_VERSION})")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -63,8 +62,10 @@ class TrialDB:
     # -- state changes (each one a committed transaction) --------------------------
 
     def create_trial(self, phase: str, params: dict[str, Any], trial_dir: str | None = None,
-                     parent_id: int | None = None, prepare: Callable[[str], None] | None = None) -> int:
-        """A new queued trial; `trial_dir` may contain "{trial_id}" (e.g. "trials/{trial_id:05d}").
+                     parent_id: int | None = None, prepare: Callable[[str], None] | None = None,
+                     origin: str | None = None) -> int:
+        """A new queued trial; `trial_dir` may contain "{trial_id}" (e.g. "trials/{trial_id:05d}");
+        `origin` is where an HPO trial's configuration came from (one of schema.ORIGINS).
 
         `prepare(trial_dir)` (writing the trial's trial.yaml) runs inside the
         transaction: a manager killed between the two would otherwise leave a
@@ -73,10 +74,12 @@ class TrialDB:
         """
         if phase not in PHASES:
             raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+        if origin is not None and origin not in ORIGINS:
+            raise ValueError(f"origin must be one of {tuple(ORIGINS)}, got {origin!r}")
         now = time.time()
         with self._transaction() as db:
-            cursor = db.execute("INSERT INTO trials (phase, status, params, parent_id, submitted_at) "
-                                "VALUES (?, 'queued', ?, ?, ?)", (phase, _json(params), parent_id, now))
+            cursor = db.execute("INSERT INTO trials (phase, status, params, parent_id, submitted_at, origin) "
+                                "VALUES (?, 'queued', ?, ?, ?, ?)", (phase, _json(params), parent_id, now, origin))
             trial_id = cursor.lastrowid
             if trial_dir is not None:
                 trial_dir = str(trial_dir).format(trial_id=trial_id)
@@ -189,6 +192,16 @@ class TrialDB:
                            "AND (? IS NULL OR phase = ?) ORDER BY objective, trial_id LIMIT 1", (phase, phase))
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def latest_epochs(self, trial_ids: Sequence[int]) -> dict[int, tuple[int, float | None]]:
+        """{trial id: (its last recorded epoch, that epoch's validation loss)} for those with a curve."""
+        if not trial_ids:
+            return {}
+        marks = ", ".join("?" * len(trial_ids))
+        rows = self._query(f"SELECT trial_id, epoch, val_loss FROM curves WHERE trial_id IN ({marks}) "
+                           "AND epoch = (SELECT MAX(epoch) FROM curves AS c WHERE c.trial_id = curves.trial_id)",
+                           list(trial_ids))
+        return {trial_id: (epoch, val_loss) for trial_id, epoch, val_loss in rows}
+
     def excluded_nodes(self) -> dict[str, str]:
         return dict(self._query("SELECT node, reason FROM excluded_nodes ORDER BY at, node"))
 
@@ -249,41 +262,6 @@ class TrialDB:
 
 
 # -- helpers -------------------------------------------------------------------------
-
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        raise OSError(f"{path}: SQLite could not switch to WAL mode (got {mode})")
-    db.execute("PRAGMA synchronous = FULL")
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
-
-
-def _create(path: Path) -> None:
-    """Build an empty database under a temporary name and publish it whole, so that a reader
-    polling the run directory never opens a file without tables."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_output(path, overwrite=False) as tmp:
-            db = _connect(tmp)
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                for statement in _statements(SCHEMA):  # executescript() would commit on its own
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            finally:
-                db.close()  # the last connection folds the WAL into the file and removes it
-    except FileExistsError:
-        pass  # another process created it first; opening it is all that was wanted
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=False, allow_nan=False)

@@ -18,12 +18,16 @@ if TYPE_CHECKING:
 
 
 def load_trials(run_dir: str | Path) -> "pandas.DataFrame":
-    """One row per trial, hyperparameters as columns, timestamps as UTC datetimes.
+    """One row per trial, hyperparameters as columns, timestamps as UTC datetimes; `origin` says where
+    an HPO trial's configuration came from (schema.ORIGINS; None where not recorded).
     Safe while the manager writes: a read-only connection, one consistent snapshot."""
     import pandas as pd
 
     with _read_only(run_dir) as db:
         table = pd.read_sql_query("SELECT * FROM trials ORDER BY trial_id", db)
+    if "origin" not in table.columns:  # a schema-1 database that no manager of this version has opened yet
+        table["origin"] = None
+    table["origin"] = table["origin"].astype(object).where(table["origin"].notna(), None)  # None, never NaN
     params = pd.DataFrame([json.loads(p) for p in table.pop("params")], index=table.index)
     params = params.drop(columns=[c for c in params.columns if c in table.columns])
     nodes = table["nodes"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
@@ -35,7 +39,7 @@ def load_trials(run_dir: str | Path) -> "pandas.DataFrame":
         table[column] = table[column].astype("float64")
     for column in ("epochs_done", "num_parameters", "slice_index", "parent_id"):
         table[column] = table[column].astype("Int64")
-    first = ["trial_id", "phase", "status", "objective"]
+    first = ["trial_id", "phase", "status", "objective", "origin"]
     rest = [c for c in table.columns if c not in first]
     return pd.concat([table[first], params, table[rest]], axis=1)
 

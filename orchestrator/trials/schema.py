@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "trials.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PHASES = ("hpo", "ensemble")
 STATUSES = ("queued", "running", "completed", "failed", "interrupted")
 FINISHED = ("completed", "failed", "interrupted")
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS trials (
     epochs_done    INTEGER,
     num_parameters INTEGER,
     wall_time      REAL,
-    error          TEXT
+    error          TEXT,
+    origin         TEXT                       -- HPO: where its configuration came from (ORIGINS)
 );
 CREATE INDEX IF NOT EXISTS trials_by_status ON trials (phase, status);
 CREATE TABLE IF NOT EXISTS events (
@@ -75,6 +76,19 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 
+# Version 1 -> 2 added trials.origin; a version-1 database gets the column (NULL: not recorded) when
+# a manager opens it, and readers of one that no manager has opened yet show the origin as unknown.
+MIGRATIONS = {1: ["ALTER TABLE trials ADD COLUMN origin TEXT"]}
+
+# Where an HPO trial's configuration came from, decided when it is proposed (search/base.py):
+ORIGINS = {
+    "initial_points": "the space file's initial_points",
+    "initial_design": "the optimiser's random initial design",   # before its surrogate is fitted
+    "surrogate": "the optimiser's surrogate model",
+    "random": "random",                                          # random search, or a repeat replaced
+}
+
+
 class TransitionError(ValueError):
     """A state change that the trial's current status does not allow (a bug in the caller)."""
 
@@ -98,6 +112,7 @@ class Trial:
     num_parameters: int | None
     wall_time: float | None
     error: str | None
+    origin: str | None = None
 
 
 def database_path(run_dir: str | Path) -> Path:

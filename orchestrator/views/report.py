@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from trainer.contract.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from trainer.contract import locations
 from trainer.contract.errors import UserError
 
 from orchestrator.trials import runconfig
-from orchestrator.trials.schema import STATUSES, database_path
+from orchestrator.trials.schema import DB_NAME, STATUSES, database_path
 from orchestrator.views.figures import (best_trials, plot_by_mpnn, plot_learning_curves, plot_slice_timeline,
                                         plot_trajectory, timeline_size)
 from orchestrator.views.status import planned_slices, slice_count, utilisation
@@ -40,8 +41,15 @@ def check_run(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def find_run(path: str | Path) -> Path:
-    """A run directory, or the most recently launched run inside a folder of runs (e.g. runs/)."""
+def find_run(path: str | Path | None = None) -> Path:
+    """A run directory; the most recently launched run inside a folder of runs (e.g. runs/); or, for None,
+    the most recently launched run wherever the product puts them (trainer/contract/locations.py)."""
+    if path is None:
+        found = locations.newest(DB_NAME, age=_launched_at)
+        if found is None:
+            raise UserError(f"no run directory given and none found in {locations.searched()}; "
+                            "start one with gfm-hpo launch, or name one")
+        return found
     path = Path(path)
     if path.is_dir() and not database_path(path).exists():
         runs = [p for p in path.iterdir() if p.is_dir() and database_path(p).exists()]

@@ -118,7 +118,8 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str, create
 def packaged_or_path(name_or_path: str | Path, folder: Path, what: str) -> Path:
     """A file given by path, or by the name of a YAML file packaged in `folder` ("frontier", "small")."""
     path = Path(name_or_path)
-    if path.exists() or path.suffix or "/" in str(name_or_path):
+    # A directory of that name (the repository's demo/ next to the packaged space "demo") is never the file meant.
+    if path.is_file() or path.suffix or "/" in str(name_or_path):
         return path
     packaged = folder / f"{name_or_path}.yaml"
     if not packaged.exists():

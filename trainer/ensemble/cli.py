@@ -12,13 +12,21 @@ Importing this module loads no torch: each command imports what it needs.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
+from trainer.contract import locations
 from trainer.contract.errors import UserError
+from trainer.contract.text import number, table
 from trainer.ensemble import prediction_files
 from trainer.ensemble.manifest import MANIFEST_FILE as MANIFEST   # torch-free to import; torch loads per command
 from trainer.ensemble.manifest import read_manifest
+
+
+ENSEMBLE_HELP = "ensemble directory (RUN_DIR/ensemble, made by gfm-ensemble train)"
+FOUND = ("the current directory or ./ensemble if either holds manifest.json, else the newest RUN/ensemble "
+         "in runs/*, demo/campaign-*/run or */, here or in this repository")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -33,41 +41,42 @@ def add_commands(commands) -> None:
     """Add predict, evaluate, calibrate and info to an argparse sub-parser collection."""
     predict = commands.add_parser("predict", help="energies and forces as mean ± std over the members")
     predict.add_argument("structures", type=Path, help="structure file (all frames are predicted)")
-    predict.add_argument("-e", "--ensemble", type=Path, help="ensemble directory (default: see above)")
+    predict.add_argument("-e", "--ensemble", type=Path, help=f"ensemble directory [{FOUND}]")
     predict.add_argument("-o", "--output", type=Path,
                          help="output file; its suffix picks the format: .extxyz/.xyz (per-atom arrays), "
                               ".csv (one row per structure), .json (everything) [STRUCTURES' stem.pred.extxyz]")
     predict.add_argument("--members", action="store_true", help="also write each member's predictions")
     _common(predict)
     evaluate = commands.add_parser("evaluate", help="accuracy and uncertainty quality on labelled data")
-    evaluate.add_argument("ensemble", type=Path)
+    evaluate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP)
     evaluate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
     evaluate.add_argument("-o", "--output", type=Path,
                           help="directory for metrics.json and PNGs [ENSEMBLE_DIR/evaluations/<name>]")
     evaluate.add_argument("--split", help="split of a .bp dataset [testset]")
     _common(evaluate)
     calibrate = commands.add_parser("calibrate", help="fit std -> s·std on validation data; store s in the manifest")
-    calibrate.add_argument("ensemble", type=Path)
+    calibrate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP + "; its manifest is updated")
     calibrate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
     calibrate.add_argument("--split", help="split of a .bp dataset [valset]")
     _common(calibrate)
     info = commands.add_parser("info", help="what an ensemble holds (members are verified)")
-    info.add_argument("ensemble", type=Path, nargs="?")
+    info.add_argument("ensemble", type=Path, nargs="?", help=f"{ENSEMBLE_HELP} [{FOUND}]")
 
 
 
 def find_ensemble(start: Path | None = None) -> Path:
-    """The ensemble to use when none is named (the order is in this module's docstring)."""
+    """The ensemble to use when none is named: START (the current directory) if it holds a manifest,
+    START/ensemble, else the newest RUN_DIR/ensemble wherever the product puts runs (locations.py)."""
     start = Path.cwd() if start is None else start
-    for candidate in (start, start / "ensemble"):
+    for candidate in (start, start / locations.ENSEMBLE_DIR):
         if (candidate / MANIFEST).is_file():
             return candidate
-    for pattern in ("runs/*/ensemble", "*/ensemble"):
-        found = sorted(start.glob(f"{pattern}/{MANIFEST}"), key=lambda p: p.stat().st_mtime)
-        if found:
-            return found[-1].parent
-    raise UserError(f"no ensemble given (-e ENSEMBLE_DIR) and none found in {start}, {start / 'ensemble'} "
-                    f"or {start / 'runs/*/ensemble'}")
+    bases = locations.search_bases(start)
+    run_dir = locations.newest(f"{locations.ENSEMBLE_DIR}/{MANIFEST}", bases=bases)
+    if run_dir is not None:
+        return run_dir / locations.ENSEMBLE_DIR
+    raise UserError(f"no ensemble given (-e ENSEMBLE_DIR) and none found; looked for {MANIFEST} in {start}, "
+                    f"{start / locations.ENSEMBLE_DIR}, {locations.searched(locations.ENSEMBLE_DIR, bases)}")
 
 
 class Bar:
@@ -167,15 +176,31 @@ def cmd_info(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.ensemble or find_ensemble())
     elements = " ".join(chemical_symbols[z] for z in manifest.elements)
     print(f"ensemble {manifest.directory}: {len(manifest.members)} members (all verified), radius "
-          f"{manifest.radius} Å, max neighbours {manifest.max_neighbours}, elements {elements}")
-    print(f"calibration: energy x {manifest.calibration.energy:.4g}, forces x {manifest.calibration.forces:.4g}"
-          + (f" (fitted on {manifest.calibration.fitted_on.get('file')})" if manifest.calibration.fitted_on else ""))
+          f"{number(manifest.radius)} Å, max neighbours {number(manifest.max_neighbours)}, elements {elements}")
+    calibration = manifest.calibration
+    print(f"calibration: energy std x {number(calibration.energy, 3)}, forces std x {number(calibration.forces, 3)}"
+          + (f" (fitted on {calibration.fitted_on.get('file')})" if calibration.fitted_on else " (not fitted)"))
+    rows = []
     for member, state in zip(manifest.members, manifest.checkpoints):
         config = state["model_config"]
-        print(f"  {member.name:<16} {config.get('mpnn_type', '?'):<7} hidden {config.get('hidden_dim', '?'):<5} "
-              f"{config.get('force_mode', '?'):<12} val loss {member.val_loss}  epoch {member.epochs}  "
-              f"trial {member.trial_id}")
+        rows.append([member.name, config.get("mpnn_type", "?"), config.get("hidden_dim"),
+                     config.get("force_mode", "?"), member.val_loss, member.epochs,
+                     _hpo_trial(member), member.trial_id])
+    for line in table(["member", "backbone", "hidden", "forces", "val loss", "epoch", "HPO trial", "member trial"],
+                      rows, "llrlrrrr", indent="  "):
+        print(line)
+    print("  HPO trial: the search trial whose configuration it retrains; "
+          "member trial: its own training run (ensemble phase)")
     return 0
+
+
+def _hpo_trial(member) -> int | None:
+    """The member's HPO trial; ensembles written before the manifest recorded it say so in the
+    name they were given then, member<k>-trial<HPO trial id>."""
+    if member.hpo_trial_id is not None:
+        return member.hpo_trial_id
+    old = re.fullmatch(r"member\d+-trial(\d+)", member.name)
+    return int(old.group(1)) if old else None
 
 
 COMMANDS = {"predict": cmd_predict, "evaluate": cmd_evaluate, "calibrate": cmd_calibrate, "info": cmd_info}

@@ -48,7 +48,8 @@ class TrainedMember:
     name: str
     best_checkpoint_path: str | Path
     params: dict[str, Any]
-    trial_id: int | None = None
+    trial_id: int | None = None        # the member's own training run (a trial of the ensemble phase)
+    hpo_trial_id: int | None = None    # the HPO trial whose configuration it retrains
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,10 @@ class MemberEntry:
     checkpoint: str                 # path relative to ENSEMBLE_DIR
     sha256: str
     params: dict[str, Any]          # the hyperparameters of the configuration
-    trial_id: int | None
+    trial_id: int | None            # "member trial": its own training run, a trial of the ensemble phase
     val_loss: float | None          # best validation loss (the epoch whose weights these are)
     epochs: int | None              # epoch at which these weights were saved
+    hpo_trial_id: int | None = None  # "HPO trial": the search trial whose configuration it retrains
 
     def check(self) -> None:
         if not _NAME.match(self.name):
@@ -139,7 +141,7 @@ def write_manifest(ensemble_dir: str | Path, members: list[TrainedMember], run_d
         relative = f"{MEMBERS_DIR}/{source.name}.pt"
         entries.append(MemberEntry(
             name=source.name, checkpoint=relative, sha256=hashlib.sha256(data).hexdigest(),
-            params=dict(source.params), trial_id=source.trial_id,
+            params=dict(source.params), trial_id=source.trial_id, hpo_trial_id=source.hpo_trial_id,
             val_loss=_float_or_none(state.get("val_loss")), epochs=_int_or_none(state.get("epoch"))))
     radius, elements, source_elements = _agreed_data(stats)
     manifest = Manifest(radius=radius, max_neighbours=max_neighbours, elements=elements,

@@ -23,6 +23,7 @@ from ase import Atoms
 
 from trainer.contract.atomicio import atomic_output, atomic_write_text
 from trainer.contract.errors import UserError
+from trainer.contract.text import table
 
 if TYPE_CHECKING:
     from trainer.ensemble.predict import Prediction
@@ -121,20 +122,18 @@ def write_json(path: Path, structures: Sequence[Atoms], pred: "Prediction", ense
 
 
 def metrics_table(metrics: dict) -> str:
-    """The headline numbers of `evaluate`, for a terminal."""
-    acc, unc = metrics["accuracy"], metrics["uncertainty"]
-    lines = [f"{metrics['data']['structures']} structures, {metrics['data']['atoms']} atoms "
-             f"({metrics['data']['file']}{', ' + metrics['data']['split'] if metrics['data']['split'] else ''})",
-             f"{'':<22}{'E MAE meV/atom':>16}{'E RMSE meV/atom':>17}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}"]
-    for label, row in (("ensemble mean", acc["ensemble_mean"]),
-                       (f"best member ({acc['best_member']['name']})", acc["best_member"])):
-        lines.append(f"{label:<22}{row['energy_mae_meV_per_atom']:>16.2f}{row['energy_rmse_meV_per_atom']:>17.2f}"
-                     f"{row['forces_mae_eV_per_A']:>12.4f}{row['forces_rmse_eV_per_A']:>13.4f}")
-    lines.append(f"{'':<22}{'spearman':>10}{'±1σ':>8}{'±2σ':>8}{'miscal. area':>14}")
-    for kind in ("raw", "calibrated"):
-        for quantity in ("energy", "forces"):
-            u = unc[kind][quantity]
-            lines.append(f"{quantity + ' ' + kind:<22}{u['spearman_std_vs_abs_error']:>10.3f}"
-                         f"{100 * u['coverage_1sigma']:>7.1f}%{100 * u['coverage_2sigma']:>7.1f}%"
-                         f"{u['miscalibration_area']:>14.3f}")
+    """The headline numbers of `evaluate`, for a terminal: two aligned tables, accuracy then uncertainty."""
+    acc, unc, data = metrics["accuracy"], metrics["uncertainty"], metrics["data"]
+    lines = [f"{data['structures']} structures, {data['atoms']} atoms "
+             f"({data['file']}{', ' + data['split'] if data['split'] else ''})"]
+    rows = [[label, f"{row['energy_mae_meV_per_atom']:.2f}", f"{row['energy_rmse_meV_per_atom']:.2f}",
+             f"{row['forces_mae_eV_per_A']:.4f}", f"{row['forces_rmse_eV_per_A']:.4f}"]
+            for label, row in (("ensemble mean", acc["ensemble_mean"]),
+                               (f"best member ({acc['best_member']['name']})", acc["best_member"]))]
+    lines += table(["", "E MAE meV/atom", "E RMSE meV/atom", "F MAE eV/Å", "F RMSE eV/Å"], rows, "lrrrr")
+    rows = [[f"{quantity} {kind}", f"{u['spearman_std_vs_abs_error']:.3f}", f"{100 * u['coverage_1sigma']:.1f}%",
+             f"{100 * u['coverage_2sigma']:.1f}%", f"{u['miscalibration_area']:.3f}"]
+            for kind in ("raw", "calibrated") for quantity in ("energy", "forces")
+            for u in (unc[kind][quantity],)]
+    lines += [""] + table(["uncertainty", "spearman", "±1σ", "±2σ", "miscal. area"], rows, "lrrrr")
     return "\n".join(lines)
