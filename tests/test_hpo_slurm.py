@@ -18,6 +18,8 @@ from hpo_helpers import gfm_hpo, intervals_overlap, result_of
 from orchestrator.trialdb import TrialDB, load_trials
 
 SITE = Path(__file__).resolve().parent.parent / "site_configs" / "local-slurm.yaml"
+# Every test here drives the shared local Slurm cluster: `-m "not slurm"` must leave them out.
+pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture
