@@ -13,7 +13,8 @@ from scipy.sparse.csgraph import connected_components
 from trainer.data import cli
 from trainer.data.adiosfile import DatasetReader
 from trainer.data.cli import main
-from trainer.data.generate import (KINDS, MD_FRAMES, METALS, MIN_ATOMS, MOLECULES, GenerateOptions, generate)
+from trainer.data.generate import KINDS, MD_FRAMES, METALS, MIN_ATOMS, MOLECULES, GenerateOptions, generate
+from trainer.errors import UserError
 
 ORGANIC = {"H", "C", "N", "O"}
 BOND = 1.8  # Å: longest bond of a generated molecule; real and EMT C-H, C-C, C-O bonds are shorter
@@ -118,7 +119,25 @@ def test_cli_lists_agree_with_the_generator_and_every_option_is_explained():
     commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     generate_parser = commands.choices["generate"]
     options = [a for a in generate_parser._actions if a.option_strings and a.dest != "help"]
-    assert {a.dest for a in options} == {"kind", "count", "seed", "output", "max_atoms", "workers", "overwrite"}
+    assert {a.dest for a in options} == {"kind", "count", "seed", "output", "max_atoms", "molecule", "workers",
+                                         "overwrite"}
     for action in options:
         assert action.help and action.help != argparse.SUPPRESS, action.dest
-    assert "molecules" in generate_parser.format_help()
+    assert f"a mix of {len(MOLECULES)} small" in " ".join(generate_parser.format_help().split())
+
+
+def test_one_molecule_makes_an_md17_like_set(tmp_path):
+    path = tmp_path / "ethanol.extxyz"
+    gfm_data("generate", "--kind", "molecules", "--molecule", "CH3CH2OH", "--count", 30, "--seed", 2,
+             "--workers", 1, "-o", path)
+    frames = ase.io.read(path, ":")
+    assert len(frames) == 30 and {a.get_chemical_formula() for a in frames} == {"C2H6O"}
+    assert len({a.info["system"] for a in frames}) == 3  # three runs, each from its own orientation and momenta
+    two = generate(GenerateOptions(kind="molecules", count=30, seed=2, workers=1, molecules=("CH3CH2OH", "H2O")))
+    assert {a.get_chemical_formula() for a in two} == {"C2H6O", "H2O"}
+    with pytest.raises(UserError, match="--molecule C60: choose from CH3CH2OH, "):
+        generate(GenerateOptions(kind="molecules", count=3, molecules=("C60",)))
+    with pytest.raises(UserError, match="--molecule applies to --kind molecules, not slabs"):
+        generate(GenerateOptions(kind="slabs", count=3, molecules=("H2O",)))
+    with pytest.raises(UserError, match="--max-atoms 5: smaller than every molecule asked for"):
+        generate(GenerateOptions(kind="molecules", count=3, max_atoms=5, molecules=("CH3CH2OH",)))

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-atoms", type=int, default=60,
                           help="largest structure; at least " + ", ".join(
                               f"{n} for {kind}" for kind, n in GENERATE_MIN_ATOMS.items()) + " (default 60)")
+    generate.add_argument("--molecule", action="append", metavar="NAME",
+                          help="--kind molecules: draw only this molecule (a g2 name such as CH3CH2OH, ethanol); "
+                               "repeatable (default: a mix of 12 small H/C/N/O molecules, ethanol among them)")
     generate.add_argument("--workers", type=_positive(int), default=2, help="processes (default 2)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
@@ -177,8 +180,9 @@ def run_generate(args: argparse.Namespace) -> None:
         raise UserError(f"{args.output}: already exists (pass --overwrite to replace it)")
     if not args.output.parent.is_dir():
         raise UserError(f"{args.output}: directory {args.output.parent} does not exist")
+    extra = {"molecules": tuple(args.molecule)} if args.molecule else {}
     options = GenerateOptions(kind=args.kind, count=args.count, seed=args.seed, max_atoms=args.max_atoms,
-                              workers=args.workers)
+                              workers=args.workers, **extra)
     frames = generate(options)
     write_frames(args.output, frames, overwrite=args.overwrite)
     print(f"wrote {len(frames)} structures ({args.kind}) to {args.output}")

@@ -76,6 +76,7 @@ class GenerateOptions:
     seed: int = 0
     max_atoms: int = 60
     workers: int = 2
+    molecules: tuple[str, ...] = MOLECULES  # kind "molecules": the names drawn from (one: an MD17-like set)
 
 
 def lattice_constant(symbols: list[str]) -> float:
@@ -143,7 +144,8 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
-def molecule_frames(rng: np.random.Generator, index: int, max_atoms: int) -> list[Atoms]:
+def molecule_frames(rng: np.random.Generator, index: int, max_atoms: int,
+                    names: tuple[str, ...] = MOLECULES) -> list[Atoms]:
     """Snapshots of a short NVE velocity-Verlet run of one molecule, started at EMT's minimum.
 
     EMT has no directional bonds and only rough H/C/N/O parameters: its minimum
@@ -155,7 +157,7 @@ def molecule_frames(rng: np.random.Generator, index: int, max_atoms: int) -> lis
     moves half the kinetic energy into the potential). So the frames are EMT's
     chemistry, not the real molecules': data for pipelines, not for accuracy claims.
     """
-    names = [n for n in MOLECULES if len(molecule(n)) <= max_atoms]
+    names = [n for n in names if len(molecule(n)) <= max_atoms]
     name = names[int(rng.integers(len(names)))]
     atoms = _relaxed_molecule(name).copy()
     atoms.positions = (atoms.positions - atoms.positions.mean(axis=0)) @ _random_rotation(rng).T
@@ -186,11 +188,13 @@ def _frame(atoms: Atoms, kind: str, system: int, frame: int) -> Atoms:
     return copy
 
 
-def system_frames(index: int, kind: Kind, seed: int, max_atoms: int) -> list[Atoms]:
+def system_frames(index: int, kind: Kind, seed: int, max_atoms: int,
+                  molecules: tuple[str, ...] = MOLECULES) -> list[Atoms]:
     """All frames of system `index` (fewer than the nominal number if some exceed FORCE_CEILING)."""
     rng = np.random.default_rng([seed, index])
     if kind == "molecules":
-        return [f for f in molecule_frames(rng, index, max_atoms) if _max_force(f) <= FORCE_CEILING]
+        frames = molecule_frames(rng, index, max_atoms, molecules)
+        return [f for f in frames if _max_force(f) <= FORCE_CEILING]
     atoms = (build_slab if kind == "slabs" else build_bulk)(rng, max_atoms)
     atoms.rattle(stdev=float(rng.uniform(0.05, 0.15)), seed=int(rng.integers(2**31)))
     atoms.calc = EMT()
@@ -224,12 +228,22 @@ def check_options(options: GenerateOptions) -> None:
     smallest = MIN_ATOMS[options.kind]
     if options.max_atoms < smallest:
         raise UserError(f"--max-atoms {options.max_atoms}: {options.kind} need at least {smallest}")
+    if options.kind != "molecules":
+        if options.molecules != MOLECULES:
+            raise UserError(f"--molecule applies to --kind molecules, not {options.kind}")
+        return
+    unknown = [name for name in options.molecules if name not in MOLECULES]
+    if unknown or not options.molecules:
+        raise UserError(f"--molecule {' '.join(unknown) or '(none)'}: choose from {', '.join(MOLECULES)}")
+    if all(len(molecule(name)) > options.max_atoms for name in options.molecules):
+        raise UserError(f"--max-atoms {options.max_atoms}: smaller than every molecule asked for")
 
 
 def generate(options: GenerateOptions) -> list[Atoms]:
     """Exactly `options.count` frames, system after system, identical for any number of workers."""
     check_options(options)
-    worker = partial(system_frames, kind=options.kind, seed=options.seed, max_atoms=options.max_atoms)
+    worker = partial(system_frames, kind=options.kind, seed=options.seed, max_atoms=options.max_atoms,
+                     molecules=tuple(options.molecules))
     per_system = FRAMES_PER_SYSTEM[options.kind]
     pool = multiprocessing.get_context("spawn").Pool(options.workers) if options.workers > 1 else None
     frames: list[Atoms] = []
