@@ -23,7 +23,6 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from datasets import ethanol_bp  # noqa: F401  (fixture)
 from hpo_helpers import assert_one_line_error, gfm_hpo, result_of
 from orchestrator import report
 from orchestrator.status import utilisation
@@ -48,12 +47,12 @@ initial_points:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ethanol_bp) -> Path:
+def run(tmp_path_factory, molecules_bp) -> Path:
     root = tmp_path_factory.mktemp("report")
     (root / "space.yaml").write_text(SPACE)
     run_dir = root / "run"
     gfm_hpo("launch", "--site", "local", "--nodes", "2", "--max-evals", "4", "--epochs", "2",
-            "--space", root / "space.yaml", "--data", ethanol_bp, "--run-dir", run_dir,
+            "--space", root / "space.yaml", "--data", molecules_bp, "--run-dir", run_dir,
             "--set", "training.batch_size=16", check=True)
     trials = report.load_run(run_dir)[0]
     assert list(trials["status"]) == ["completed", "failed", "completed", "completed"], trials
