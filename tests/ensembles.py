@@ -1,10 +1,12 @@
-"""Small real ensembles for tests: real data, members trained by the real `gfm-train`, a real manifest.
+"""Small real ensembles for tests: members trained by the real `gfm-train` on the test data, a real manifest.
 
-Both are built together, once per test session however many test modules
-import the fixtures (pytest would otherwise run an imported session fixture
-once per module): conversions side by side, then all five trainings at once.
+Both are built together, once per test session and data variant (datasets.py)
+however many test modules import the fixtures (pytest would otherwise run an
+imported fixture once per module): conversions side by side, then all five
+trainings at once.
   ethanol_ensemble  3 members (EGNN direct, SchNet conservative, PNA direct) on 200 ethanol frames
-  mixed_ensemble    2 members on two sources: source 0 = mlearn Si crystals, source 1 = OC20 slabs
+                    (rMD17's, or generated ones: one molecule in both, as the tests expect)
+  mixed_ensemble    2 members on two sources: source 0 = crystals, source 1 = slabs
 """
 from __future__ import annotations
 
@@ -14,13 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
 from datasets import BIN, convert
+from datasets import BIN, SOURCE_NAMES, SessionData, convert
 from trainer.contract import typed
+from trainer.contract import typed
+from trainer.contract.trialconfig import TrialConfig, write_trial
 from trainer.contract.trialconfig import TrialConfig, write_trial
 from trainer.ensemble.manifest import TrainedMember, write_manifest
 
-_BUILT: dict[str, Path] = {}
+_BUILT: dict[str, dict[str, Path]] = {}  # variant: ensemble name: ENSEMBLE_DIR
 
 ETHANOL_MEMBERS = {
     "egnn16": ({"mpnn_type": "EGNN", "num_conv_layers": 2, "hidden_dim": 16, "fc_dim": 16}, 2),
@@ -58,18 +62,17 @@ def _train(trials: list[tuple[str, dict, Path]]) -> list[TrainedMember]:
     return sources
 
 
-def build_all(root: Path) -> dict[str, Path]:
+def build_all(root: Path, session_data: SessionData, variant: str) -> dict[str, Path]:
     """Both ensembles; the conversions run side by side, then all five trainings."""
-    jobs = {"ethanol": ("molecules/ethanol_train.xyz.xz", 200, 0.1, 0.1),
-            "silicon": ("crystals/mlearn_Si_training.extxyz.xz", 40, 0.2, 0.1),
-            "oc20": ("surfaces/oc20_debug_sub5.extxyz.xz", 30, 0.2, 0.1)}
-    files = {name: shared_file(rel) for name, (rel, *_) in jobs.items()}
+    jobs = {"ethanol": (200, 0.1, 0.1), "crystals": (40, 0.2, 0.1), "slabs": (30, 0.2, 0.1)}
+    files = {role: session_data.file(variant, role) for role in jobs}
     with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = {name: pool.submit(convert, files[name], root / f"{name}.bp", name, count, val, test)
-                   for name, (_, count, val, test) in jobs.items()}
-        data = {name: future.result() for name, future in futures.items()}
+        futures = {role: pool.submit(convert, files[role], root / f"{role}.bp", SOURCE_NAMES[variant][role],
+                                     count, val, test)
+                   for role, (count, val, test) in jobs.items()}
+        data = {role: future.result() for role, future in futures.items()}
     ethanol = _write_trials(root / "ethanol", [data["ethanol"]], ETHANOL_MEMBERS, batch_size=16)
-    mixed = _write_trials(root / "mixed", [data["silicon"], data["oc20"]], MIXED_MEMBERS, batch_size=4)
+    mixed = _write_trials(root / "mixed", [data["crystals"], data["slabs"]], MIXED_MEMBERS, batch_size=4)
     members = _train(ethanol + mixed)
     built = {}
     for name, group in (("ethanol", members[:len(ethanol)]), ("mixed", members[len(ethanol):])):
@@ -78,19 +81,20 @@ def build_all(root: Path) -> dict[str, Path]:
     return built
 
 
-def _ensemble(name: str, tmp_path_factory) -> Path:
-    if not _BUILT:
-        _BUILT.update(build_all(tmp_path_factory.mktemp("ensembles")))
-    return _BUILT[name]
+def _ensemble(name: str, tmp_path_factory, session_data: SessionData, variant: str) -> Path:
+    if variant not in _BUILT:
+        _BUILT[variant] = build_all(tmp_path_factory.mktemp(f"ensembles_{variant}"), session_data, variant)
+    return _BUILT[variant][name]
 
 
-@pytest.fixture(scope="session")
-def ethanol_ensemble(tmp_path_factory) -> Path:
-    """ENSEMBLE_DIR of three ethanol members (treat as read-only: copy it to change it)."""
-    return _ensemble("ethanol", tmp_path_factory)
+@pytest.fixture(scope="module")
+def ethanol_ensemble(tmp_path_factory, session_data, variant) -> Path:
+    """ENSEMBLE_DIR of three ethanol members (treat as read-only: copy it to change it); the
+    converted dataset is ENSEMBLE_DIR/../../ethanol.bp."""
+    return _ensemble("ethanol", tmp_path_factory, session_data, variant)
 
 
-@pytest.fixture(scope="session")
-def mixed_ensemble(tmp_path_factory) -> Path:
-    """ENSEMBLE_DIR of two members trained on Si crystals (source 0) and OC20 slabs (source 1)."""
-    return _ensemble("mixed", tmp_path_factory)
+@pytest.fixture(scope="module")
+def mixed_ensemble(tmp_path_factory, session_data, variant) -> Path:
+    """ENSEMBLE_DIR of two members trained on crystals (source 0) and slabs (source 1)."""
+    return _ensemble("mixed", tmp_path_factory, session_data, variant)

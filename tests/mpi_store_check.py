@@ -6,9 +6,10 @@ Prints `OK ...` on rank 0 and exits 0 when every check holds; a failed check on
 any rank prints its traceback and aborts the whole job (exit non-zero), so no
 rank is left waiting in a collective.
 
-Also home of the real-data helpers the store and sampler tests share (pytest-free
-so that this script can use them): structures from ../shared/data, labelled
-graphs, and a dataset file written with the project's own writer.
+Also home of the data helpers the store and sampler tests share (pytest-free so
+that this script can use them): structures from an extxyz file (generated, or
+../shared/data's .xz), labelled graphs, and a dataset file written with the
+project's own writer.
 """
 from __future__ import annotations
 
@@ -27,18 +28,18 @@ from trainer.data.graphs import GraphArrays
 RADIUS, MAX_NEIGHBOURS = 5.0, 50
 
 
-# ---- real-data helpers (shared with test_store.py, test_sampler.py, test_store_mpi.py) -----------
-def read_structures(path: Path, count: int) -> list:
-    """The first `count` structures of an .xz extxyz file.
+# ---- data helpers (shared with datasets.py, test_store.py, test_sampler.py, test_store_mpi.py) ----
+def read_structures(path: Path, count: int | None = None) -> list:
+    """The first `count` (default all) structures of an extxyz file, plain or .xz.
 
     Decompressing to memory first: ase.io.read on the .xz itself seeks through
     the compressed stream and took minutes for the 1085 OC20 frames here.
     """
     from trainer import aseio
 
-    with lzma.open(path, "rt") as handle:
+    with (lzma.open(path, "rt") if Path(path).suffix == ".xz" else open(path)) as handle:
         text = handle.read()
-    return aseio.read(io.StringIO(text), f":{count}", format="extxyz")
+    return aseio.read(io.StringIO(text), ":" if count is None else f":{count}", format="extxyz")
 
 
 def labelled_graphs(structures: list) -> GraphArrays:
@@ -48,7 +49,7 @@ def labelled_graphs(structures: list) -> GraphArrays:
         forces=[a.get_forces() for a in structures])
 
 
-def write_real_dataset(path: Path, structures: list, name: str, num_val: int) -> Path:
+def write_dataset_of(path: Path, structures: list, name: str, num_val: int) -> Path:
     """A dataset file with the last `num_val` structures as valset, the rest as trainset."""
     graphs = labelled_graphs(structures)
     train = graphs.select(np.arange(len(graphs) - num_val))

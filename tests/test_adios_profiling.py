@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
 from test_data_convert import head
 from trainer.data.adiosfile import DatasetFileError, DatasetReader, write_dataset
 
@@ -27,12 +26,12 @@ def leftovers(name: str, *directories: Path) -> list[Path]:
     return found
 
 
-def test_convert_info_and_reads_leave_no_profiling_file(tmp_path, monkeypatch):
+def test_convert_info_and_reads_leave_no_profiling_file(tmp_path, monkeypatch, molecules_file):
     # A name no other test (or concurrent run) uses, since /tmp is shared.
     name = f"noprofile-{uuid.uuid4().hex[:8]}"
     work = tmp_path / "cwd"
     work.mkdir()
-    source = head(shared_file("molecules/ethanol_train.xyz.xz"), 30, tmp_path / "eth.extxyz")
+    source = head(molecules_file, 30, tmp_path / "eth.extxyz")
     dataset = tmp_path / f"{name}.bp"
     # The console scripts in their own processes: convert writes and reads back nothing, info reads.
     for args in (["convert", "--name", "eth", "-o", dataset, source], ["info", dataset]):

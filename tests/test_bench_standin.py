@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.trials import runconfig
 from orchestrator.trialdb import load_trials
+from orchestrator.trials import runconfig
 from orchestrator.trials.outcome import classify
 from orchestrator.trials.runconfig import RunSettings
 from search_spaces import load_space

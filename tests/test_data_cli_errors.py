@@ -82,6 +82,8 @@ CASES = {
     "info on a non-dataset": (["info", "good.extxyz"], ["good.extxyz: not a readable ADIOS2 file"]),
     "generate too small": (["generate", "--kind", "slabs", "--count", "5", "--max-atoms", "10", "-o", "out.extxyz"],
                            ["--max-atoms 10"]),
+    "generate unknown molecule": (["generate", "--kind", "molecules", "--molecule", "ethanol", "--count", "5",
+                                   "-o", "out.extxyz"], ["--molecule ethanol: choose from CH3CH2OH"]),
 }
 
 

@@ -1,4 +1,4 @@
-"""`gfm-data convert` on real DFT data: what goes in comes back out, traceable by sample_id."""
+"""`gfm-data convert` on generated EMT data and real DFT data: what goes in comes back out, by sample_id."""
 from __future__ import annotations
 
 import gzip
@@ -10,9 +10,12 @@ import ase.io
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.build import bulk
+from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.data import chemical_symbols
 
-from conftest import shared_file
+from datasets import REAL, VARIANTS
 from trainer.data.adiosfile import SPLITS, DatasetReader
 from trainer.data.cli import dataset_summary, main
 from trainer.data.convert import report_path
@@ -23,8 +26,8 @@ from trainer.data.structures import extract_labels, read_structures
 
 
 def head(source: Path, frames: int, dest: Path) -> Path:
-    """The first `frames` frames of an xz-compressed (ext)xyz file, copied verbatim (streamed, no parsing)."""
-    with lzma.open(source, "rt") as packed, open(dest, "w") as out:
+    """The first `frames` frames of an (ext)xyz file, plain or .xz, copied verbatim (streamed, no parsing)."""
+    with (lzma.open(source, "rt") if source.suffix == ".xz" else open(source)) as packed, open(dest, "w") as out:
         for _ in range(frames):
             header = packed.readline()
             if not header.strip():
@@ -74,14 +77,15 @@ def assert_round_trip(frames: list[Atoms], dataset: Path) -> None:
     assert sum(info.counts.values()) == len(frames)
 
 
-@pytest.mark.parametrize("relative, frames", [
-    ("molecules/ethanol_train.xyz.xz", 80),
-    ("molecules/3bpa_train_300K.xyz.xz", 40),
-    ("surfaces/oc20_debug_sub5.extxyz.xz", 40),
-    ("crystals/mlearn_Si_training.extxyz.xz", 60),
-])
-def test_real_data_round_trips_through_the_dataset_file(tmp_path, relative, frames):
-    source = head(shared_file(relative), frames, tmp_path / "input.extxyz")
+ROUND_TRIPS = [(variant, role, frames) for variant in VARIANTS
+               for role, frames in (("molecules", 80), ("slabs", 40), ("crystals", 60))]
+if "dft" in VARIANTS:
+    ROUND_TRIPS.append(("dft", "molecules_large", 40))  # 3BPA: 27 atoms, C H N O (no generated twin)
+
+
+@pytest.mark.parametrize("variant, role, frames", ROUND_TRIPS)
+def test_data_round_trips_through_the_dataset_file(tmp_path, session_data, variant, role, frames):
+    source = head(session_data.file(variant, role), frames, tmp_path / "input.extxyz")
     output = tmp_path / "out.bp"
     gfm_data("convert", "--name", "real", "--output", output, "--radius", 5.0, "--max-neighbours", 40, source)
     expected = ase.io.read(source, ":")
@@ -94,10 +98,10 @@ def test_real_data_round_trips_through_the_dataset_file(tmp_path, relative, fram
     assert report["total"] == {"read": frames, "kept": frames, "dropped": dict.fromkeys(report["rules"], 0)}
 
 
-def test_fixed_atoms_and_mixed_periodicity_survive(tmp_path, oc20_file):
-    source = head(oc20_file, 10, tmp_path / "oc20.extxyz")
+def test_fixed_atoms_and_mixed_periodicity_survive(tmp_path, slabs_file):
+    source = head(slabs_file, 10, tmp_path / "oc20.extxyz")
     frames = ase.io.read(source, ":")
-    assert all(len(a.constraints) == 1 for a in frames)  # the real file has FixAtoms on sub-surface atoms
+    assert all(len(a.constraints) == 1 for a in frames)  # both files have FixAtoms on sub-surface atoms
     for atoms in frames:  # slabs are often stored without z periodicity; the graph must follow
         results = atoms.calc.results
         atoms.pbc = (True, True, False)
@@ -109,8 +113,8 @@ def test_fixed_atoms_and_mixed_periodicity_survive(tmp_path, oc20_file):
     assert splits["trainset"].fixed.sum() == sum(len(a.constraints[0].index) for a in frames)
 
 
-def test_other_formats_and_compression_give_the_same_dataset(tmp_path, ethanol_file):
-    source = head(ethanol_file, 30, tmp_path / "eth.extxyz")
+def test_other_formats_and_compression_give_the_same_dataset(tmp_path, molecules_file):
+    source = head(molecules_file, 30, tmp_path / "eth.extxyz")
     frames = ase.io.read(source, ":")
     ase.io.write(tmp_path / "eth.traj", frames)
     ase.io.write(tmp_path / "eth.db", frames)
@@ -142,11 +146,33 @@ def test_labels_from_info_keys_and_mlearn_stress(tmp_path):
     np.testing.assert_array_equal(extract_labels([ase_voigt], "x").stress[0], [[1, 6, 5], [6, 2, 4], [5, 4, 3]])
 
 
-def test_mlearn_stress_sign_matches_the_energy_change_under_strain():
-    """dE ~= V sigma : d(strain) between nearby strained Mo cells fixes the kbar -> eV/Å^3 sign."""
-    frames = [a for a in read_structures(shared_file("crystals/mlearn_Mo_training.extxyz.xz"))
-              if a.info["group"] == "Elastic" and len(a) == 54]
-    labelled = extract_labels(frames, "Mo")
+def strained_cells(tmp_path: Path) -> list[Atoms]:
+    """One rattled 32-atom Cu cell under 12 random strains up to 1 %, labelled by EMT, through extxyz."""
+    rng = np.random.default_rng(0)
+    base = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    base.rattle(stdev=0.05, seed=1)
+    frames = []
+    for _ in range(12):
+        strain = rng.uniform(-0.01, 0.01, (3, 3))
+        atoms = base.copy()
+        atoms.set_cell(base.cell.array @ (np.eye(3) + 0.5 * (strain + strain.T)), scale_atoms=True)
+        atoms.calc = EMT()
+        atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces(),
+                                           stress=atoms.get_stress())
+        frames.append(atoms)
+    ase.io.write(tmp_path / "strained.extxyz", frames)
+    return read_structures(tmp_path / "strained.extxyz")
+
+
+def test_stress_sign_matches_the_energy_change_under_strain(tmp_path, session_data, variant):
+    """dE ~= V sigma : d(strain) between nearby strained cells: on mlearn Mo's, this fixes the
+    kbar -> eV/Å^3 sign of VASP's virial; on EMT's, that ASE's own stress keeps its sign."""
+    if variant == "dft":
+        frames = [a for a in session_data.frames("dft", "crystals_elastic")
+                  if a.info["group"] == "Elastic" and len(a) == 54]
+    else:
+        frames = strained_cells(tmp_path)
+    labelled = extract_labels(frames, "strained")
     ref = int(np.argmin([np.abs(s).sum() for s in labelled.stress]))
     predicted, actual = [], []
     for k, atoms in enumerate(frames):
@@ -219,9 +245,9 @@ def test_split_is_deterministic_disjoint_and_complete():
         check_fractions(0.5, 0.5)
 
 
-def test_explicit_splits_and_fractions_together(tmp_path, ethanol_file):
-    train = head(ethanol_file, 50, tmp_path / "train.extxyz")
-    test = head(shared_file("molecules/ethanol_test.xyz.xz"), 20, tmp_path / "test.extxyz")
+def test_explicit_splits_and_fractions_together(tmp_path, molecules_file, molecules_test_file, variant):
+    train = head(molecules_file, 50, tmp_path / "train.extxyz")
+    test = head(molecules_test_file, 20, tmp_path / "test.extxyz")
     output = tmp_path / "eth.bp"
     gfm_data("convert", "--name", "ethanol", "-o", output, "--val", 0.2, "--seed", 3,
              "--split", f"test={test}", train)
@@ -238,14 +264,21 @@ def test_explicit_splits_and_fractions_together(tmp_path, ethanol_file):
              "--split", f"test={train}", "--split", f"train={test}")
     assert read_back(tmp_path / "eth2.bp")[1].reference_energies != info.reference_energies
     summary = dataset_summary(output)
-    assert summary["samples"] == info.counts and summary["elements"] == ["H", "C", "O"]
-    assert summary["atoms_per_sample"] == {"min": 9, "mean": 9.0, "max": 9, "total": 70 * 9}
+    frames = ase.io.read(train, ":") + test_frames
+    sizes = [len(a) for a in frames]
+    assert summary["samples"] == info.counts
+    assert summary["elements"] == [chemical_symbols[z] for z in sorted({int(z) for a in frames for z in a.numbers})]
+    assert summary["atoms_per_sample"] == {"min": min(sizes), "mean": pytest.approx(np.mean(sizes)),
+                                           "max": max(sizes), "total": sum(sizes)}
+    if variant == "dft":  # what the real ethanol files are
+        assert summary["elements"] == ["H", "C", "O"]
+        assert summary["atoms_per_sample"] == {"min": 9, "mean": 9.0, "max": 9, "total": 70 * 9}
 
 
-def test_chunked_and_parallel_conversion_equals_whole_file(tmp_path, ethanol_file, monkeypatch):
+def test_chunked_and_parallel_conversion_equals_whole_file(tmp_path, molecules_file, monkeypatch):
     import trainer.data.convert as convert_module
 
-    source = head(ethanol_file, 80, tmp_path / "eth.extxyz")
+    source = head(molecules_file, 80, tmp_path / "eth.extxyz")
     gfm_data("convert", "--name", "eth", "-o", tmp_path / "whole.bp", source)
     monkeypatch.setattr(convert_module, "MIN_CHUNK_FRAMES", 10)
     monkeypatch.setattr(convert_module, "MAX_CHUNK_FRAMES", 25)
@@ -261,13 +294,18 @@ def test_chunked_and_parallel_conversion_equals_whole_file(tmp_path, ethanol_fil
                 np.testing.assert_array_equal(getattr(splits[split], field), getattr(whole[split], field))
 
 
-def test_info_prints_json(tmp_path, ethanol_file, capsys):
-    source = head(ethanol_file, 20, tmp_path / "eth.extxyz")
+def test_info_prints_json(tmp_path, molecules_file, variant, capsys):
+    source = head(molecules_file, 20, tmp_path / "eth.extxyz")
     gfm_data("convert", "--name", "eth", "-o", tmp_path / "eth.bp", source)
     capsys.readouterr()
     gfm_data("info", tmp_path / "eth.bp", "--json")
     summary = json.loads(capsys.readouterr().out)
     assert summary["samples"] == {"trainset": 16, "valset": 2, "testset": 2}
     assert summary["radius"] == 5.0 and summary["max_neighbours"] == 50
-    assert summary["edges_per_sample"]["min"] == summary["edges_per_sample"]["max"] == 9 * 8  # all pairs < 5 Å
+    # Small molecules: every pair of atoms is within the 5 Å cut-off, so a molecule of n atoms has n (n - 1) edges.
+    pairs = [len(a) * (len(a) - 1) for a in ase.io.read(source, ":")]
+    edges = summary["edges_per_sample"]
+    assert (edges["min"], edges["max"], edges["total"]) == (min(pairs), max(pairs), sum(pairs))
+    if variant == "dft":
+        assert edges["min"] == edges["max"] == 9 * 8  # ethanol, 9 atoms
     assert summary["cleaning_report"]["total"]["kept"] == 20

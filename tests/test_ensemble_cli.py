@@ -1,4 +1,4 @@
-"""`gfm-ensemble` as users meet it: the console script on real files, and its refusals."""
+"""`gfm-ensemble` as users meet it: the console script on files of ethanol (generated and real), and its refusals."""
 from __future__ import annotations
 
 import csv
@@ -11,8 +11,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from conftest import shared_file
-from datasets import BIN
+from datasets import BIN, emt_only
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
 from tables import assert_columns_aligned
 from trainer.data.structures import read_structures
@@ -39,10 +38,10 @@ def assert_clean_failure(run: subprocess.CompletedProcess, *words: str) -> None:
 
 
 @pytest.fixture
-def ethanol_input(tmp_path) -> Path:
-    """12 labelled ethanol frames in a compressed extxyz of our own (outputs land next to it)."""
+def ethanol_input(tmp_path, session_data, variant) -> Path:
+    """12 labelled held-out ethanol frames in a compressed extxyz of our own (outputs land next to it)."""
     path = tmp_path / "ethanol.extxyz.xz"
-    ase.io.write(path, read_structures(shared_file("molecules/ethanol_test.xyz.xz"))[:12], format="extxyz")
+    ase.io.write(path, session_data.frames(variant, "ethanol_test", 12), format="extxyz")
     return path
 
 
@@ -175,10 +174,11 @@ def _tampered(ensemble: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@emt_only  # refusals before any prediction: the data behind the ensemble changes nothing here
 @pytest.mark.parametrize("case", ["garbage", "empty", "missing-input", "unknown-element", "no-ensemble",
                                   "tampered", "bad-suffix", "bad-batch-size", "unlabelled-evaluate",
                                   "split-on-ase-file"])
-def test_bad_input_fails_cleanly(case, ethanol_ensemble, ethanol_input, tmp_path):
+def test_bad_input_fails_cleanly(case, ethanol_ensemble, ethanol_input, tmp_path, slabs_file):
     previous = tmp_path / "previous.csv"
     previous.write_text("an earlier result\n")
     output = ["-o", previous]
@@ -192,8 +192,7 @@ def test_bad_input_fails_cleanly(case, ethanol_ensemble, ethanol_input, tmp_path
     elif case == "missing-input":
         args, words = ["predict", tmp_path / "none.xyz", "-e", ensemble, *output], ("none.xyz", "no such file")
     elif case == "unknown-element":
-        slab = shared_file("surfaces/oc20_debug_sub5.extxyz.xz")
-        args, words = ["predict", slab, "-e", ensemble, *output], ("structure 0", "was not in the ensemble's")
+        args, words = ["predict", slabs_file, "-e", ensemble, *output], ("structure 0", "was not in the ensemble's")
     elif case == "no-ensemble":
         args, words = ["predict", ethanol_input, "-e", tmp_path / "nowhere", *output], ("no such ensemble",)
     elif case == "tampered":

@@ -7,7 +7,6 @@ import sys
 
 import ase.io
 import numpy as np
-import pytest
 
 from datasets import BIN
 from hpo_helpers import gfm_hpo

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from datasets import BIN, ethanol_bp  # noqa: F401  (fixture)
+from datasets import BIN, emt_only
 from hpo_helpers import assert_one_line_error, gfm_hpo, intervals_overlap, result_of
 from orchestrator.trialdb import load_curves, load_trials
 
@@ -41,6 +41,7 @@ def test_dry_run_inside_an_allocation_uses_its_node_list():
     assert plan["spare"] == ["nid001003"]
 
 
+@emt_only  # refused before any trial runs: the data changes nothing
 @pytest.mark.parametrize("args, fragments", [
     (["--site", "nowhere"], ["nowhere"]),
     (["--max-evals", "0"], ["--max-evals", "must be at least 1"]),
@@ -49,8 +50,8 @@ def test_dry_run_inside_an_allocation_uses_its_node_list():
     (["--set", "nonsense"], ["--set nonsense"]),
     (["--nodes", "2", "--nodes-per-trial", "3"], ["nodes per trial (3) is more than the 2 nodes"]),
 ])
-def test_bad_launch_input_is_one_line(tmp_path, ethanol_bp, args, fragments):
-    base = {"--site": "local", "--nodes": "2", "--data": str(ethanol_bp), "--run-dir": str(tmp_path / "run")}
+def test_bad_launch_input_is_one_line(tmp_path, molecules_bp, args, fragments):
+    base = {"--site": "local", "--nodes": "2", "--data": str(molecules_bp), "--run-dir": str(tmp_path / "run")}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     done = gfm_hpo("launch", *[x for pair in base.items() for x in pair])
@@ -58,20 +59,21 @@ def test_bad_launch_input_is_one_line(tmp_path, ethanol_bp, args, fragments):
     assert not (tmp_path / "run").exists()
 
 
-def test_bad_space_file_and_missing_data(tmp_path, ethanol_bp):
+@emt_only
+def test_bad_space_file_and_missing_data(tmp_path, molecules_bp):
     space = tmp_path / "space.yaml"
     space.write_text("parameters:\n  hidden_dim: {low: 50, high: 10}\n")
-    done = gfm_hpo("launch", "--nodes", "1", "--data", ethanol_bp, "--space", space, "--run-dir", tmp_path / "r")
+    done = gfm_hpo("launch", "--nodes", "1", "--data", molecules_bp, "--space", space, "--run-dir", tmp_path / "r")
     assert_one_line_error(done, str(space), "parameters.hidden_dim.low", "greater than high")
     done = gfm_hpo("launch", "--nodes", "1", "--data", tmp_path / "missing.bp", "--run-dir", tmp_path / "r")
     assert_one_line_error(done, "missing.bp: no such dataset")
     assert not (tmp_path / "r").exists()
 
 
-def test_local_search_end_to_end(tmp_path, ethanol_bp):
+def test_local_search_end_to_end(tmp_path, molecules_bp):
     run = tmp_path / "run"
     done = gfm_hpo("launch", "--site", "local", "--nodes", "2", "--max-evals", "4", "--epochs", "2",
-                   "--space", "small", "--data", ethanol_bp, "--run-dir", run, "--set", "training.batch_size=16",
+                   "--space", "small", "--data", molecules_bp, "--run-dir", run, "--set", "training.batch_size=16",
                    check=True)
     assert "hpo: 4/4 done" in done.stdout
     trials = load_trials(run)
@@ -103,15 +105,16 @@ def test_local_search_end_to_end(tmp_path, ethanol_bp):
     assert report["phases"]["hpo"]["origins"] == {"initial_design": [1, 2, 3, 4]}
     best = report["phases"]["hpo"]["best"][0]
     assert best["objective"] == pytest.approx(trials["objective"].min())
-    again = gfm_hpo("launch", "--nodes", "2", "--data", ethanol_bp, "--run-dir", run)
+    again = gfm_hpo("launch", "--nodes", "2", "--data", molecules_bp, "--run-dir", run)
     assert_one_line_error(again, "already holds a run", "gfm-hpo resume")
     assert len(load_trials(run)) == 4
 
 
-def test_one_manager_per_run_directory(tmp_path, ethanol_bp):
+@emt_only  # the lock on the run directory, whatever the data
+def test_one_manager_per_run_directory(tmp_path, molecules_bp):
     run = tmp_path / "run"
     first = subprocess.Popen([BIN / "gfm-hpo", "launch", "--nodes", "1", "--max-evals", "2", "--epochs", "2",
-                              "--space", "small", "--data", ethanol_bp, "--run-dir", run],
+                              "--space", "small", "--data", molecules_bp, "--run-dir", run],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60

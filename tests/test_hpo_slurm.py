@@ -13,11 +13,13 @@ import pytest
 import torch
 import yaml
 
-from datasets import BIN, ethanol_bp  # noqa: F401  (fixture)
+from datasets import BIN, one_variant
 from hpo_helpers import gfm_hpo, intervals_overlap, result_of
 from orchestrator.trialdb import TrialDB, load_trials
 
 SITE = Path(__file__).resolve().parent.parent / "site_configs" / "local-slurm.yaml"
+# Every test here drives the shared local Slurm cluster: `-m "not slurm"` must leave them out.
+pytestmark = pytest.mark.slurm
 
 
 @pytest.fixture
@@ -63,9 +65,10 @@ def assert_disjoint_when_concurrent(trials) -> None:
                 assert set(a.nodes).isdisjoint(b.nodes), (a.trial_id, a.nodes, b.trial_id, b.nodes)
 
 
-def test_batch_job_runs_ddp_trials_on_disjoint_slices(tmp_path, slurm_cluster, two_rank_site, ethanol_bp):
+@one_variant  # each test is a campaign on the cluster: real data where present, else generated
+def test_batch_job_runs_ddp_trials_on_disjoint_slices(tmp_path, slurm_cluster, two_rank_site, molecules_bp):
     run = tmp_path / "run"
-    done = gfm_hpo(*launch_args(two_rank_site, ethanol_bp, run, 4), env=slurm_cluster.env, check=True)
+    done = gfm_hpo(*launch_args(two_rank_site, molecules_bp, run, 4), env=slurm_cluster.env, check=True)
     job = done.stdout.split("submitted batch job ")[1].split(";")[0].strip()
     assert job.isdigit() and (run / "hpo.sbatch").exists()
 
@@ -117,7 +120,8 @@ def _rank_pids(trial_dir: Path) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
-def test_faults_are_recorded_and_the_search_completes(tmp_path, slurm_cluster, two_rank_site, ethanol_bp):
+@one_variant
+def test_faults_are_recorded_and_the_search_completes(tmp_path, slurm_cluster, two_rank_site, molecules_bp):
     """A step killed with SIGKILL, a trainer that raises, a NaN loss, a hung trial past its wall time."""
     if torch.cuda.is_available():
         pytest.skip("the 'raises' case asks for CUDA on a machine without it; this machine has CUDA")
@@ -134,7 +138,7 @@ def test_faults_are_recorded_and_the_search_completes(tmp_path, slurm_cluster, t
     }))
     run = tmp_path / "run"
     manager = subprocess.Popen([BIN / "gfm-hpo", *map(str, launch_args(
-        two_rank_site, ethanol_bp, run, 7, "--space", space, "--foreground", "--trial-walltime", "60",
+        two_rank_site, molecules_bp, run, 7, "--space", space, "--foreground", "--trial-walltime", "60",
         "--kill-grace", "3"))], env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Both trials start at once (two slices); their steps exist before Python even starts.
@@ -170,9 +174,10 @@ def test_faults_are_recorded_and_the_search_completes(tmp_path, slurm_cluster, t
             assert db.events(trial_id)[-1][1] == trials.loc[trial_id, "status"]
 
 
-def test_resume_after_the_manager_is_killed(tmp_path, slurm_cluster, two_rank_site, ethanol_bp):
+@one_variant
+def test_resume_after_the_manager_is_killed(tmp_path, slurm_cluster, two_rank_site, molecules_bp):
     run = tmp_path / "run"
-    args = launch_args(two_rank_site, ethanol_bp, run, 6, "--foreground", "--kill-grace", "3")
+    args = launch_args(two_rank_site, molecules_bp, run, 6, "--foreground", "--kill-grace", "3")
     manager = subprocess.Popen([BIN / "gfm-hpo", *map(str, args)], env=slurm_cluster.env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -14,7 +14,6 @@ from pathlib import Path
 import ase.io
 import pytest
 
-from conftest import shared_file
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
 from orchestrator.trials.db import TrialDB
 from orchestrator.views import report
@@ -101,14 +100,14 @@ def test_find_ensemble_order_and_error(tmp_path, repository):
         assert place in message
 
 
-def test_info_and_predict_find_the_demos_ensemble(ethanol_ensemble, tmp_path):
+def test_info_and_predict_find_the_demos_ensemble(ethanol_ensemble, molecules_test_file, tmp_path):
     campaign = tmp_path / "demo" / "campaign-20260101-000000"
     shutil.copytree(ethanol_ensemble, campaign / "run" / "ensemble")
     info = gfm_ensemble("info", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     assert f"ensemble {campaign / 'run' / 'ensemble'}: 3 members" in info.stdout
     structures = tmp_path / "one.extxyz"
-    ase.io.write(structures, read_structures(shared_file("molecules/ethanol_test.xyz.xz"))[:1], format="extxyz")
+    ase.io.write(structures, read_structures(molecules_test_file)[:1], format="extxyz")
     predict = gfm_ensemble("predict", structures, "-o", tmp_path / "p.csv", cwd=tmp_path)
     assert predict.returncode == 0, predict.stderr
     assert "demo/campaign-20260101-000000/run/ensemble" in predict.stdout

@@ -5,18 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_file
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
-from trainer.data.structures import read_structures
 from trainer.loss import SUM_FIELDS, LossWeights, batch_loss, summarise
 
 ENERGY_SCALE, FORCE_SCALE = 0.02, 1.2
 
 
 @pytest.fixture(scope="module")
-def labelled_batch() -> Batch:
-    frames = read_structures(shared_file("molecules/ethanol_train.xyz.xz"))[:6]
+def labelled_batch(session_data, variant) -> Batch:
+    frames = session_data.frames(variant, "molecules", 6)
     graphs = GraphArrays.from_atoms(frames, radius=5.0, max_neighbours=50,
                                     energies=[a.get_potential_energy() for a in frames],
                                     forces=[a.get_forces() for a in frames])

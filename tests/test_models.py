@@ -13,12 +13,10 @@ import torch
 from torch_geometric.nn.conv import PNAConv
 from torch_geometric.nn.models.schnet import InteractionBlock
 
-from conftest import shared_file
 from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram, fit_reference_energies
-from trainer.data.structures import read_structures
 from trainer.models import DataStats, build_model, count_parameters
 from trainer.models.build import EnergyForceModel
 from trainer.models.layers import BesselBasis, Graph, RadialFilter, build_graph, cosine_cutoff, init_weights
@@ -32,7 +30,7 @@ SMALL = dict(num_conv_layers=3, hidden_dim=50, fc_dim=50, num_fc_layers=2)
 
 
 def labelled(structures, source: int = 0) -> GraphArrays:
-    """Graphs with the DFT labels of `structures` (radius 5 Å, a neighbour cap that does not bind here)."""
+    """Graphs with the labels of `structures` (radius 5 Å, at most 50 neighbours)."""
     return GraphArrays.from_atoms(structures, radius=RADIUS, max_neighbours=50, source=source,
                                   energies=[a.get_potential_energy() for a in structures],
                                   forces=[a.get_forces() for a in structures])
@@ -52,12 +50,12 @@ def stats_for(graphs: GraphArrays) -> DataStats:
 
 
 @pytest.fixture(scope="module")
-def mixed() -> GraphArrays:
-    """Ethanol molecules, a periodic Si cell and an OC20 slab in one batch: in-degrees from 8 to 34."""
-    ethanol = read_structures(shared_file("molecules/ethanol_train.xyz.xz"))[:4]
-    silicon = read_structures(shared_file("crystals/mlearn_Si_training.extxyz.xz"))[:1]
-    slab = read_structures(shared_file("surfaces/oc20_debug_sub5.extxyz.xz"))[:1]
-    return GraphArrays.concat([labelled(ethanol, 0), labelled(silicon, 1), labelled(slab, 2)])
+def mixed(session_data, variant) -> GraphArrays:
+    """4 molecules, a periodic crystal and a slab in one batch, so in-degrees vary (8 to 34 on the real
+    ethanol, Si and OC20 frames; 2 to 50 on the generated ones)."""
+    parts = [session_data.frames(variant, role, count) for role, count in
+             (("molecules", 4), ("crystals", 1), ("slabs", 1))]
+    return GraphArrays.concat([labelled(structures, source) for source, structures in enumerate(parts)])
 
 
 def mixed_stats(graphs: GraphArrays) -> DataStats:
@@ -260,17 +258,19 @@ def validation_errors(model: EnergyForceModel, batch: Batch) -> tuple[float, flo
     return (energy - batch.energy).abs().mean().item(), (forces - batch.forces).abs().mean().item()
 
 
-def test_small_egnn_learns_ethanol():
-    """20 epochs on 800 frames bring force and energy errors well below those of trivial predictors.
+def test_small_egnn_learns_ethanol(session_data, variant):
+    """20 epochs on 800 ethanol frames (rMD17's, or EMT's along generated MD runs) bring force and energy
+    errors well below those of trivial predictors: zero forces, and energies from the composition alone
+    (per-element reference energies fitted on the training frames; for one molecule, the mean energy).
 
     Validation is measured every epoch and the best epoch counts, as the
     trainer keeps the best checkpoint: with a constant learning rate the
     energy offset jitters from one epoch to the next. Measured with the radial
     filters: force 0.18 and energy 0.34 of the trivial errors (without them,
-    ~0.35 and ~0.85: the energy was hardly learned).
+    ~0.35 and ~0.85: the energy was hardly learned); on generated ethanol 0.18
+    and 0.38. (A mix of 12 molecules in 800 frames is harder: force ~0.37.)
     """
-    frames = read_structures(shared_file("molecules/ethanol_train.xyz.xz"))
-    data = labelled(frames[:900])
+    data = labelled(session_data.frames(variant, "ethanol", 900))
     train, val = data.select(np.arange(800)), data.select(np.arange(800, 900))
     stats = stats_for(train)
     torch.manual_seed(0)
@@ -299,10 +299,13 @@ def test_small_egnn_learns_ethanol():
     best_energy_mae = min(errors[0] for errors in history)
     force_mae = min(errors[1] for errors in history)
     zero_force_mae = val_batch.forces.abs().mean().item()
-    mean_energy_mae = (val_batch.energy.double() - float(train.energy.mean())).abs().mean().item()
+    table = np.zeros(max(stats.reference_energies[0]) + 1)
+    table[list(stats.reference_energies[0])] = list(stats.reference_energies[0].values())
+    composition_energy = np.bincount(np.repeat(np.arange(len(val)), val.num_atoms), table[val.atomic_numbers])
+    composition_energy_mae = float(np.abs(val.energy - composition_energy).mean())
     print(f"{EPOCHS} epochs in {time.perf_counter() - start:.1f} s; best validation force MAE "
           f"{force_mae:.3f} eV/Å (zero forces: {zero_force_mae:.3f}); best energy MAE "
-          f"{best_energy_mae:.3f} eV (mean: {mean_energy_mae:.3f})")
+          f"{best_energy_mae:.3f} eV (composition only: {composition_energy_mae:.3f})")
     assert force_mae < 0.3 * zero_force_mae
-    assert best_energy_mae < 0.6 * mean_energy_mae
+    assert best_energy_mae < 0.6 * composition_energy_mae
     assert history[0][1] > force_mae * 1.3  # it learned, rather than starting there

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from datasets import ethanol_bp  # noqa: F401  (fixture)
 from test_train import MPIEXEC, gfm_train, make_trial, result_of
 from trainer.contract.result import EXIT_BAD_CONFIG
 
@@ -37,8 +36,8 @@ def test_training_and_prediction_modules_do_not_load_mpi(no_mpi):
     subprocess.run([sys.executable, "-c", code], env=no_mpi, check=True, capture_output=True)
 
 
-def test_one_rank_trains_without_an_mpi_library(tmp_path, ethanol_bp, no_mpi):
-    trial = make_trial(tmp_path / "t", ethanol_bp, training={"epochs": 1})
+def test_one_rank_trains_without_an_mpi_library(tmp_path, molecules_bp, no_mpi):
+    trial = make_trial(tmp_path / "t", molecules_bp, training={"epochs": 1})
     run = gfm_train(trial, env=no_mpi)
     assert run.returncode == 0, run.stderr
     assert result_of(trial)["status"] == "completed" and "Traceback" not in run.stderr
@@ -53,8 +52,8 @@ def assert_one_line_mpi_error(run: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def test_several_ranks_without_an_mpi_library_fail_in_one_line(tmp_path, ethanol_bp, no_mpi):
-    trial = make_trial(tmp_path / "t", ethanol_bp, training={"epochs": 1})
+def test_several_ranks_without_an_mpi_library_fail_in_one_line(tmp_path, molecules_bp, no_mpi):
+    trial = make_trial(tmp_path / "t", molecules_bp, training={"epochs": 1})
     # The environment mpiexec gives its ranks, without mpiexec: rank 0 tells, rank 1 stays quiet.
     line = assert_one_line_mpi_error(gfm_train(trial, env={**no_mpi, "PMI_RANK": "0", "PMI_SIZE": "2"}))
     assert "mpiexec started 2 ranks" in line

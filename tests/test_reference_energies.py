@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from conftest import shared_file
+from datasets import SHARED_DATA
 from test_data_convert import gfm_data, head, read_back
 from trainer.data.convert import report_path
 from trainer.data.graphs import GraphArrays
@@ -49,8 +49,9 @@ def test_collinear_compositions_fall_back_to_a_shared_mean_per_atom():
     assert "5 compositions" in fit.message() and "rank 2 of 3" in fit.message()
 
 
-def test_ethanol_references_are_the_mean_energy_per_atom(tmp_path, ethanol_file, capsys):
-    source = head(ethanol_file, 50, tmp_path / "eth.extxyz")
+def test_ethanol_references_are_the_mean_energy_per_atom(tmp_path, session_data, variant, capsys):
+    # Real rMD17 ethanol, or generated ethanol-only frames: one composition either way.
+    source = head(session_data.file(variant, "ethanol"), 50, tmp_path / "eth.extxyz")
     output = tmp_path / "eth.bp"
     gfm_data("convert", "--name", "ethanol", "-o", output, source)
     printed = capsys.readouterr().out
@@ -74,9 +75,12 @@ def counts_of(graphs: GraphArrays, elements: list[int]) -> np.ndarray:
     return np.array([[np.sum(graphs.select([g]).atomic_numbers == z) for z in elements] for g in range(len(graphs))])
 
 
-def test_mixed_sets_keep_their_fitted_references(tmp_path, oc20_file, capsys):
-    crystals = [head(shared_file(f"crystals/mlearn_{el}_training.extxyz.xz"), 15, tmp_path / f"{el}.extxyz")
-                for el in ("Ge", "Si", "Mo")]
+def test_mixed_sets_keep_their_fitted_references(tmp_path, session_data, variant, capsys):
+    if variant == "dft":  # three elemental crystal sets of mlearn
+        crystals = [head(SHARED_DATA / f"crystals/mlearn_{el}_training.extxyz.xz", 15, tmp_path / f"{el}.extxyz")
+                    for el in ("Ge", "Si", "Mo")]
+    else:  # random fcc alloys of seven metals, many compositions
+        crystals = [head(session_data.file(variant, "crystals"), 45, tmp_path / "alloys.extxyz")]
     gfm_data("convert", "--name", "mlearn", "-o", tmp_path / "mlearn.bp", *crystals)
     assert "per-element least squares" in capsys.readouterr().out
     splits, info = read_back(tmp_path / "mlearn.bp")
@@ -85,12 +89,14 @@ def test_mixed_sets_keep_their_fitted_references(tmp_path, oc20_file, capsys):
     exact, *_ = np.linalg.lstsq(counts, train.energy, rcond=None)
     assert list(info.reference_energies.values()) == pytest.approx(exact.tolist(), abs=1e-9)
     assert info.cleaning_report["reference_energies"]["method"] == "least_squares"
-    # OC20 slabs: fewer compositions than elements. What they determine is kept: the training
-    # totals are fitted as well as by plain least squares, with physical per-atom values.
-    gfm_data("convert", "--name", "oc20", "-o", tmp_path / "oc20.bp", head(oc20_file, 60, tmp_path / "oc20.extxyz"))
-    splits, info = read_back(tmp_path / "oc20.bp")
+    # Slabs with adsorbates (OC20: fewer compositions than elements). What they determine is kept:
+    # the training totals are fitted as well as by plain least squares, with physical per-atom values.
+    slabs = head(session_data.file(variant, "slabs"), 60, tmp_path / "slabs.extxyz")
+    gfm_data("convert", "--name", "slabs", "-o", tmp_path / "slabs.bp", slabs)
+    splits, info = read_back(tmp_path / "slabs.bp")
     fitted = info.cleaning_report["reference_energies"]
-    assert fitted["method"] == "shared_mean" and 1 < fitted["rank"] < fitted["elements"]
+    if variant == "dft":
+        assert fitted["method"] == "shared_mean" and 1 < fitted["rank"] < fitted["elements"]
     train = splits["trainset"]
     elements = sorted(info.reference_energies)
     counts = counts_of(train, elements)

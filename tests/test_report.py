@@ -23,12 +23,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from datasets import ethanol_bp  # noqa: F401  (fixture)
 from hpo_helpers import assert_one_line_error, gfm_hpo, result_of
-from tables import assert_columns_aligned
 from orchestrator.trials.db import TrialDB
 from orchestrator.views import figures, report
 from orchestrator.views.status import utilisation
+from tables import assert_columns_aligned
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "inspect_trials.ipynb"
 FIGURES = ["trajectory.png", "learning_curves.png", "objective_by_mpnn.png", "slice_timeline.png"]
@@ -49,12 +48,12 @@ initial_points:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, ethanol_bp) -> Path:
+def run(tmp_path_factory, molecules_bp) -> Path:
     root = tmp_path_factory.mktemp("report")
     (root / "space.yaml").write_text(SPACE)
     run_dir = root / "run"
     gfm_hpo("launch", "--site", "local", "--nodes", "2", "--max-evals", "4", "--epochs", "2",
-            "--space", root / "space.yaml", "--data", ethanol_bp, "--run-dir", run_dir,
+            "--space", root / "space.yaml", "--data", molecules_bp, "--run-dir", run_dir,
             "--set", "training.batch_size=16", check=True)
     trials = report.load_run(run_dir)[0]
     assert list(trials["status"]) == ["completed", "failed", "completed", "completed"], trials

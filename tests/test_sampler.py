@@ -1,20 +1,19 @@
-"""The epoch plan: exact-once coverage, reproducibility, and balance on real OC20 slab sizes."""
+"""The epoch plan: exact-once coverage, reproducibility, and balance on slab sizes (generated, and OC20's)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import shared_file
-from mpi_store_check import MAX_NEIGHBOURS, RADIUS, read_structures
+from mpi_store_check import MAX_NEIGHBOURS, RADIUS
 from trainer.data.graphs import GraphArrays
 from trainer.data.sampler import ATOM_COST, cost, load_imbalance, num_steps, plan_epoch
 
 
 @pytest.fixture(scope="module")
-def slab_sizes() -> tuple[np.ndarray, np.ndarray]:
-    """Atoms and edges (radius 5 Å, at most 50 neighbours) of 200 OC20 adsorbate+slab structures."""
-    graphs = GraphArrays.from_atoms(read_structures(shared_file("surfaces/oc20_debug_sub5.extxyz.xz"), 200),
-                                    RADIUS, MAX_NEIGHBOURS)
+def slab_sizes(session_data, variant) -> tuple[np.ndarray, np.ndarray]:
+    """Atoms and edges (radius 5 Å, at most 50 neighbours) of 200 adsorbate+slab structures
+    (OC20's: 33 to 185 atoms; generated: 13 to 52)."""
+    graphs = GraphArrays.from_atoms(session_data.frames(variant, "slabs", 200), RADIUS, MAX_NEIGHBOURS)
     return graphs.num_atoms, graphs.num_edges
 
 
@@ -70,7 +69,7 @@ def test_reproducible_per_seed_and_epoch_and_different_across_epochs(slab_sizes)
 
 
 @pytest.mark.parametrize("world, batch", [(2, 8), (4, 8), (8, 4), (8, 16)])
-def test_balanced_beats_fixed_on_real_slab_sizes(slab_sizes, world, batch):
+def test_balanced_beats_fixed_on_slab_sizes(slab_sizes, world, batch):
     atoms, edges = slab_sizes
     lif = {}
     for balanced in (True, False):

@@ -1,4 +1,4 @@
-"""DistributedStore and EpochLoader in one process, on dataset files of real structures.
+"""DistributedStore and EpochLoader in one process, on dataset files of molecules and slabs (generated and real).
 
 The multi-rank behaviour (shares, exchange, shuffling across ranks) is checked
 under real MPI in test_store_mpi.py.
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_file
 from mpi_store_check import (Identifier, assert_same, check_batch, labelled_graphs, nbytes, read_direct,
-                             read_structures, write_real_dataset)
+                             write_dataset_of)
 from trainer import distributed
 from trainer.contract.errors import UserError
 from trainer.data.adiosfile import DatasetFileError, DatasetInfo, write_dataset
@@ -21,13 +20,13 @@ from trainer.data.store import DistributedStore, sample_bytes, share_bounds
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    """Ethanol: 30 train + 10 val; OC20 slabs: 15 train + 5 val."""
+def sources(tmp_path_factory, session_data, variant):
+    """Molecules: 30 train + 10 val; slabs: 15 train + 5 val."""
     directory = tmp_path_factory.mktemp("store")
-    ethanol = read_structures(shared_file("molecules/ethanol_train.xyz.xz"), 40)
-    slabs = read_structures(shared_file("surfaces/oc20_debug_sub5.extxyz.xz"), 20)
-    return [write_real_dataset(directory / "ethanol.bp", ethanol, "ethanol", num_val=10),
-            write_real_dataset(directory / "oc20.bp", slabs, "oc20", num_val=5)]
+    molecules = session_data.frames(variant, "molecules", 40)
+    slabs = session_data.frames(variant, "slabs", 20)
+    return [write_dataset_of(directory / "molecules.bp", molecules, "molecules", num_val=10),
+            write_dataset_of(directory / "slabs.bp", slabs, "slabs", num_val=5)]
 
 
 def test_shares_tile_the_split_with_near_equal_bytes(sources):
@@ -49,7 +48,7 @@ def test_one_process_holds_all_sources_in_order(sources, comm):
     if comm == "self":
         comm = distributed.mpi().COMM_SELF  # a real communicator of size 1
     store = DistributedStore(sources, "trainset", None if comm == "none" else comm)
-    assert [info.name for info in store.infos] == ["ethanol", "oc20"]
+    assert [info.name for info in store.infos] == ["molecules", "slabs"]
     assert store.num_samples == 45 and store.owned == range(45)
     assert_same(store.local, read_direct(sources, "trainset"), "local")
     assert store.local.source.tolist() == [0] * 30 + [1] * 15
@@ -111,7 +110,7 @@ def test_local_batches_are_the_rank_share_in_order(sources):
     assert [b.num_graphs for b in loader.local_batches()] == [8] * 5 + [5]
 
 
-def test_bad_sources_are_user_errors(sources, tmp_path):
+def test_bad_sources_are_user_errors(sources, tmp_path, session_data, variant):
     missing = tmp_path / "nowhere.bp"
     with pytest.raises(DatasetFileError, match="nowhere.bp: no such dataset"):
         DistributedStore([sources[0], missing], "trainset")
@@ -120,9 +119,8 @@ def test_bad_sources_are_user_errors(sources, tmp_path):
     with pytest.raises(DatasetFileError, match="notes.bp"):
         DistributedStore([text], "trainset")
 
-    ethanol = read_structures(shared_file("molecules/ethanol_train.xyz.xz"), 3)
-    graphs = labelled_graphs(ethanol)
-    info = DatasetInfo(name="wide", radius=6.0, max_neighbours=50, elements=[1, 6, 8],
+    graphs = labelled_graphs(session_data.frames(variant, "molecules", 3))
+    info = DatasetInfo(name="wide", radius=6.0, max_neighbours=50, elements=sorted(set(graphs.atomic_numbers.tolist())),
                        reference_energies={}, counts={})
     write_dataset(tmp_path / "wide.bp", {"trainset": graphs}, info)
     with pytest.raises(DatasetFileError, match="wide.bp: built with radius 6.0 .* radius 5.0"):
@@ -134,7 +132,7 @@ def test_an_empty_split_cannot_be_trained_on(sources):
     assert store.num_samples == 0 and len(store.local) == 0
     loader = EpochLoader(store, batch_size=4, seed=0)
     assert len(loader) == 0 and list(loader.local_batches()) == []
-    with pytest.raises(UserError, match="ethanol.bp, .*oc20.bp: the testset split has no samples"):
+    with pytest.raises(UserError, match="molecules.bp, .*slabs.bp: the testset split has no samples"):
         next(loader.epoch(0))
     with pytest.raises(ValueError, match="2 source weights for 1 sources"):
         EpochLoader(DistributedStore(sources[:1], "trainset"), 4, 0, source_weights=[1, 2])

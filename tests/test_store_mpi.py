@@ -1,4 +1,4 @@
-"""DistributedStore and EpochLoader on two real MPI ranks (mpiexec -n 2), on real structures.
+"""DistributedStore and EpochLoader on two real MPI ranks (mpiexec -n 2), on molecules and slabs.
 
 The checks themselves live in tests/mpi_store_check.py (run under mpiexec);
 this test builds the dataset files and judges the job's exit status and output.
@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_file
-from mpi_store_check import read_structures, write_real_dataset
+from mpi_store_check import write_dataset_of
 
 CHECK = Path(__file__).with_name("mpi_store_check.py")
 pytestmark = pytest.mark.mpi
@@ -28,14 +27,14 @@ def _mpiexec() -> str:
 
 
 @pytest.fixture(scope="module")
-def two_sources(tmp_path_factory) -> list[Path]:
-    """Ethanol (9 atoms) then OC20 slabs (33-185 atoms): 50 + 30 training samples, so the
-    byte-balanced share boundary falls inside the first file and rank 1 reads from both."""
+def two_sources(tmp_path_factory, session_data, variant) -> list[Path]:
+    """Molecules (3-11 atoms; real: ethanol, 9) then slabs (13-52; OC20: 33-185): 50 + 30 training
+    samples, so the byte-balanced share boundary falls inside the second file and rank 0 reads from both."""
     directory = tmp_path_factory.mktemp("mpi_store")
-    ethanol = read_structures(shared_file("molecules/ethanol_train.xyz.xz"), 60)
-    slabs = read_structures(shared_file("surfaces/oc20_debug_sub5.extxyz.xz"), 40)
-    return [write_real_dataset(directory / "ethanol.bp", ethanol, "ethanol", num_val=10),
-            write_real_dataset(directory / "oc20.bp", slabs, "oc20", num_val=10)]
+    molecules = session_data.frames(variant, "molecules", 60)
+    slabs = session_data.frames(variant, "slabs", 40)
+    return [write_dataset_of(directory / "molecules.bp", molecules, "molecules", num_val=10),
+            write_dataset_of(directory / "slabs.bp", slabs, "slabs", num_val=10)]
 
 
 def _run_check(*args: str) -> str:

@@ -1,21 +1,26 @@
-"""gfm-train on real data: the trial contract (trial.yaml in, result.json and checkpoints out)."""
+"""gfm-train on generated and real data: the trial contract (trial.yaml in, result.json and checkpoints out).
+
+The trainings whose outcome depends on the data run on both variants; the mechanics of a trial
+(bad input, divergence, interrupt and resume, reruns, patience, DDP with memory techniques) run
+on the generated data only: what they check is the same on any data, and each costs seconds."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from datasets import BIN, ethanol_bp, silicon_bp  # noqa: F401  (fixtures)
+from datasets import BIN, VARIANTS, emt_only
+from trainer.contract import typed
 from trainer.contract import typed
 from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_INTERRUPTED
+from trainer.contract.trialconfig import TrialConfig, write_trial
 from trainer.contract.trialconfig import TrialConfig, write_trial
 
 MPIEXEC = shutil.which("mpiexec", path=str(BIN))
@@ -53,8 +58,8 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
 
 
 @pytest.mark.parametrize("mpnn_type", ["EGNN", "PNA", "SchNet"])
-def test_trial_completes_with_full_result(tmp_path, ethanol_bp, mpnn_type):
-    trial = make_trial(tmp_path / "t", ethanol_bp, model={"mpnn_type": mpnn_type})
+def test_trial_completes_with_full_result(tmp_path, molecules_bp, mpnn_type):
+    trial = make_trial(tmp_path / "t", molecules_bp, model={"mpnn_type": mpnn_type})
     run = gfm_train(trial)
     assert run.returncode == 0, run.stderr
     result = result_of(trial)
@@ -70,16 +75,17 @@ def test_trial_completes_with_full_result(tmp_path, ethanol_bp, mpnn_type):
     assert "epoch 2/2" in run.stdout  # the human-readable line per epoch
 
 
-def test_periodic_crystal_and_conservative_forces(tmp_path, silicon_bp):
-    trial = make_trial(tmp_path / "t", silicon_bp, model={"force_mode": "conservative"},
+def test_periodic_crystal_and_conservative_forces(tmp_path, crystals_bp):
+    trial = make_trial(tmp_path / "t", crystals_bp, model={"force_mode": "conservative"},
                        training={"epochs": 1, "batch_size": 4})
     run = gfm_train(trial)
     assert run.returncode == 0, run.stderr
     assert result_of(trial)["status"] == "completed"
 
 
-def test_bad_trial_yaml_fails_cleanly(tmp_path, ethanol_bp):
-    trial = make_trial(tmp_path / "t", ethanol_bp)
+@emt_only
+def test_bad_trial_yaml_fails_cleanly(tmp_path, molecules_bp):
+    trial = make_trial(tmp_path / "t", molecules_bp)
     text = (trial / "trial.yaml").read_text().replace("hidden_dim:", "hiden_dim:")
     (trial / "trial.yaml").write_text(text)
     run = gfm_train(trial)
@@ -97,8 +103,9 @@ def test_missing_dataset_fails_cleanly(tmp_path):
     assert "nowhere.bp" in result_of(trial)["error"]
 
 
-def test_divergence_is_a_failure_not_a_number(tmp_path, ethanol_bp):
-    trial = make_trial(tmp_path / "t", ethanol_bp,
+@emt_only
+def test_divergence_is_a_failure_not_a_number(tmp_path, molecules_bp):
+    trial = make_trial(tmp_path / "t", molecules_bp,
                        training={"learning_rate": 1e12, "gradient_clip": None, "optimizer": "sgd"})
     run = gfm_train(trial)
     assert run.returncode == 1
@@ -107,22 +114,24 @@ def test_divergence_is_a_failure_not_a_number(tmp_path, ethanol_bp):
     assert result["objective"] is None
 
 
-def test_template_is_a_valid_trial(tmp_path, ethanol_bp):
+@emt_only
+def test_template_is_a_valid_trial(tmp_path, molecules_bp):
     text = subprocess.run([BIN / "gfm-train", "--template"], capture_output=True, text=True, check=True).stdout
     trial = tmp_path / "t"
     trial.mkdir()
-    text = text.replace("../data/ethanol.bp", str(ethanol_bp)).replace("epochs: 10", "epochs: 1")
+    text = text.replace("../data/ethanol.bp", str(molecules_bp)).replace("epochs: 10", "epochs: 1")
     (trial / "trial.yaml").write_text(text)
     run = gfm_train(trial)
     assert run.returncode == 0, run.stderr
 
 
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, ethanol_bp):
+@emt_only
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, molecules_bp):
     """SIGTERM mid-epoch: checkpoint, status interrupted, exit 75; rerun finishes as if never stopped."""
     options = {"training": {"epochs": 3, "batch_size": 4, "seed": 3}}
-    reference = make_trial(tmp_path / "reference", ethanol_bp, **options)
+    reference = make_trial(tmp_path / "reference", molecules_bp, **options)
     assert gfm_train(reference).returncode == 0
-    trial = make_trial(tmp_path / "stopped", ethanol_bp, **options)
+    trial = make_trial(tmp_path / "stopped", molecules_bp, **options)
     process = subprocess.Popen([BIN / "gfm-train", str(trial)], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -146,8 +155,9 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, ethanol_bp):
     assert_same_weights(weights(trial), weights(reference), atol=1e-5)
 
 
-def test_rerunning_a_completed_trial_changes_nothing(tmp_path, ethanol_bp):
-    trial = make_trial(tmp_path / "t", ethanol_bp, training={"epochs": 1})
+@emt_only
+def test_rerunning_a_completed_trial_changes_nothing(tmp_path, molecules_bp):
+    trial = make_trial(tmp_path / "t", molecules_bp, training={"epochs": 1})
     assert gfm_train(trial).returncode == 0
     before = result_of(trial)
     assert gfm_train(trial).returncode == 0
@@ -155,9 +165,10 @@ def test_rerunning_a_completed_trial_changes_nothing(tmp_path, ethanol_bp):
     assert after["epochs"] == before["epochs"] and after["status"] == "completed"
 
 
-def test_early_stopping_on_patience(tmp_path, ethanol_bp):
+@emt_only
+def test_early_stopping_on_patience(tmp_path, molecules_bp):
     # A learning rate of almost zero cannot improve the validation loss after the first epoch.
-    trial = make_trial(tmp_path / "t", ethanol_bp,
+    trial = make_trial(tmp_path / "t", molecules_bp,
                        training={"epochs": 20, "patience": 2, "learning_rate": 1e-12, "lr_schedule": "constant"})
     assert gfm_train(trial).returncode == 0
     result = result_of(trial)
@@ -166,12 +177,16 @@ def test_early_stopping_on_patience(tmp_path, ethanol_bp):
 
 
 @pytest.mark.skipif(MPIEXEC is None, reason="mpiexec (mpich wheel) is not installed in this environment")
-@pytest.mark.parametrize("technique", [{}, {"zero1": True}, {"activation_checkpointing": True}])
-def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path, ethanol_bp, technique):
+@pytest.mark.parametrize("variant, technique", [  # plain DDP on both variants, the memory techniques on one
+    *(pytest.param(v, {}, id=f"{v}-plain") for v in VARIANTS),
+    pytest.param("emt", {"zero1": True}, id="emt-zero1"),
+    pytest.param("emt", {"activation_checkpointing": True}, id="emt-activation_checkpointing"),
+], indirect=["variant"])
+def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path, molecules_bp, technique):
     """DDP: 2 ranks x 8 graphs give the model of 1 rank x 16 graphs (memory techniques included)."""
     base = {"epochs": 2, "seed": 1, "optimizer": "adam", "lr_schedule": "constant", **technique}
-    single = make_trial(tmp_path / "one", ethanol_bp, training={**base, "batch_size": 16})
-    double = make_trial(tmp_path / "two", ethanol_bp, training={**base, "batch_size": 8})
+    single = make_trial(tmp_path / "one", molecules_bp, training={**base, "batch_size": 16})
+    double = make_trial(tmp_path / "two", molecules_bp, training={**base, "batch_size": 8})
     assert gfm_train(single).returncode == 0
     run = gfm_train(double, ranks=2)
     assert run.returncode == 0, run.stderr

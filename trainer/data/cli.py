@@ -12,6 +12,8 @@ import numpy as np
 from trainer.contract.errors import UserError, run_cli
 
 PROG = "gfm-data"
+GENERATE_KINDS = ("slabs", "bulk", "molecules")
+GENERATE_MIN_ATOMS = {"slabs": 16, "bulk": 8, "molecules": 3}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,12 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("dataset", type=Path, metavar="DATASET", help="a dataset written by gfm-data convert (.bp)")
     info.add_argument("--json", action="store_true", help="print the summary, cleaning report included, as JSON")
 
-    generate = commands.add_parser("generate", help="EMT-labelled slabs or bulk alloys as extxyz")
-    generate.add_argument("--kind", choices=("slabs", "bulk"), required=True)
+    generate = commands.add_parser(
+        "generate", help="EMT-labelled slabs, bulk alloys or molecules as extxyz (test and scaling data)",
+        description="Label structures with ASE's EMT potential and write them as extxyz for `convert`.")
+    # Spelled out, not imported: importing trainer.data.generate (ase.build) would add ~1 s to every
+    # gfm-data command; tests/test_data_generate.py checks that these agree with the generator.
+    generate.add_argument("--kind", choices=GENERATE_KINDS, required=True,
+                          help="slabs: metal slabs with H/C/N/O adsorbates (OC20-like); bulk: strained fcc "
+                               "alloy supercells (MPTrj-like); molecules: small H/C/N/O molecules along "
+                               "short MD runs (MD17-like)")
     generate.add_argument("--count", type=_positive(int), required=True, help="number of structures")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=int, default=0,
+                          help="seed of everything drawn; the same seed gives the same file for any "
+                               "--workers (default 0)")
     generate.add_argument("--output", "-o", type=Path, required=True, help="extxyz file to write")
-    generate.add_argument("--max-atoms", type=int, default=60, help="largest structure (default 60)")
+    generate.add_argument("--max-atoms", type=int, default=60,
+                          help="largest structure; at least " + ", ".join(
+                              f"{n} for {kind}" for kind, n in GENERATE_MIN_ATOMS.items()) + " (default 60)")
+    generate.add_argument("--molecule", action="append", metavar="NAME",
+                          help="--kind molecules: draw only this molecule (a g2 name such as CH3CH2OH, ethanol); "
+                               "repeatable (default: a mix of 12 small H/C/N/O molecules, ethanol among them)")
     generate.add_argument("--workers", type=_positive(int), default=2, help="processes (default 2)")
     generate.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return parser
@@ -188,11 +204,12 @@ def run_generate(args: argparse.Namespace) -> None:
         raise UserError(f"{args.output}: already exists (pass --overwrite to replace it)")
     if not args.output.parent.is_dir():
         raise UserError(f"{args.output}: directory {args.output.parent} does not exist")
+    extra = {"molecules": tuple(args.molecule)} if args.molecule else {}
     options = GenerateOptions(kind=args.kind, count=args.count, seed=args.seed, max_atoms=args.max_atoms,
-                              workers=args.workers)
+                              workers=args.workers, **extra)
     frames = generate(options)
     write_frames(args.output, frames, overwrite=args.overwrite)
-    noun = {"slabs": "slab"}.get(args.kind, args.kind)  # "10 slab structures", not "10 slabs structures"
+    noun = {"slabs": "slab", "molecules": "molecule"}.get(args.kind, args.kind)  # "10 slab structures", not "10 slabs structures"
     print(f"wrote {len(frames)} {noun} structures to {args.output}")
 
 
