@@ -20,7 +20,6 @@ from orchestrator.views import report
 from test_ensemble_cli import gfm_ensemble
 from trainer.contract import locations
 from trainer.contract.errors import UserError
-from trainer.data.structures import read_structures
 from trainer.ensemble.cli import find_ensemble
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "inspect_trials.ipynb"
@@ -100,14 +99,14 @@ def test_find_ensemble_order_and_error(tmp_path, repository):
         assert place in message
 
 
-def test_info_and_predict_find_the_demos_ensemble(ethanol_ensemble, molecules_test_file, tmp_path):
+def test_info_and_predict_find_the_demos_ensemble(ethanol_ensemble, session_data, variant, tmp_path):
     campaign = tmp_path / "demo" / "campaign-20260101-000000"
     shutil.copytree(ethanol_ensemble, campaign / "run" / "ensemble")
     info = gfm_ensemble("info", cwd=tmp_path)
     assert info.returncode == 0, info.stderr
     assert f"ensemble {campaign / 'run' / 'ensemble'}: 3 members" in info.stdout
     structures = tmp_path / "one.extxyz"
-    ase.io.write(structures, read_structures(molecules_test_file)[:1], format="extxyz")
+    ase.io.write(structures, session_data.frames(variant, "ethanol_test", 1), format="extxyz")
     predict = gfm_ensemble("predict", structures, "-o", tmp_path / "p.csv", cwd=tmp_path)
     assert predict.returncode == 0, predict.stderr
     assert "demo/campaign-20260101-000000/run/ensemble" in predict.stdout
