@@ -1,7 +1,7 @@
 """The embedded default (`scripts/demo.sh`): a complete small campaign on this machine.
 
 Real data when it is there (ethanol DFT frames from ../shared/data), otherwise
-slabs generated with ASE's EMT calculator, so a fresh clone works anywhere:
+ethanol frames generated with ASE's EMT calculator (molecular dynamics), so a fresh clone works anywhere:
   data -> HPO (local site, 2 slices, 2-epoch fidelity) -> top-3 ensemble ->
   predict held-out structures (mean ± std) -> evaluate uncertainty -> report PNGs.
 Every step is the real console command, printed before it runs, so the
@@ -37,7 +37,7 @@ def step(title: str, *command: str | Path) -> None:
 
 
 def prepare_data(data_dir: Path, train_frames: int, held_out: int) -> tuple[Path, Path, str]:
-    """(training structures, held-out structures, description); real ethanol, else EMT slabs."""
+    """(training structures, held-out structures, description); real ethanol, else EMT ethanol."""
     data_dir.mkdir(parents=True, exist_ok=True)
     train, test = data_dir / "train.extxyz", data_dir / "held_out.extxyz"
     if (SHARED / "ethanol_train.xyz.xz").exists():
@@ -47,15 +47,12 @@ def prepare_data(data_dir: Path, train_frames: int, held_out: int) -> tuple[Path
         aseio.write(train, read_structures(SHARED / "ethanol_train.xyz.xz")[:train_frames])
         aseio.write(test, read_structures(SHARED / "ethanol_test.xyz.xz")[:held_out])
         return train, test, f"ethanol DFT frames from {SHARED} ({train_frames} + {held_out} held out)"
-    from trainer import aseio
-
-    every = data_dir / "slabs.extxyz"
-    step("generate EMT slabs (no ../shared/data here)", "gfm-data", "generate", "--kind", "slabs",
-         "--count", str(train_frames + held_out), "--seed", "0", "--output", every)
-    frames = aseio.read(every, ":")
-    aseio.write(train, frames[:train_frames])
-    aseio.write(test, frames[train_frames:])
-    return train, test, f"EMT slabs generated here ({train_frames} + {held_out} held out)"
+    # The same molecule along EMT molecular dynamics; the held-out frames come from runs of their own seed.
+    for path, count, seed in ((train, train_frames, 0), (test, held_out, 1)):
+        step(f"generate EMT ethanol frames, seed {seed} (no ../shared/data here)", "gfm-data", "generate",
+             "--kind", "molecules", "--molecule", "CH3CH2OH", "--count", str(count), "--seed", str(seed),
+             "--output", path)
+    return train, test, f"EMT ethanol frames generated here ({train_frames} + {held_out} held out)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
