@@ -46,7 +46,7 @@ def test_demo_campaign_end_to_end(tmp_path):
     assert sorted(members["parent_id"].astype(int)) == sorted(best_two)
     assert set(members["status"]) == {"completed"}
     manifest = json.loads((out / "run" / "ensemble" / "manifest.json").read_text())
-    assert len(manifest["members"]) == 2 and manifest["calibration"]["energy"] > 0
+    assert len(manifest["members"]) == 2 and manifest["calibration"]["energy"]["a"] > 0
     held_out = ase.io.read(out / "data" / "held_out.extxyz", ":")
     predicted = ase.io.read(out / "predictions.extxyz", ":")
     assert len(predicted) == len(held_out)

@@ -2,7 +2,7 @@
 
   gfm-ensemble train RUN_DIR --top-k K [--max-epochs 40] [--patience P] [--foreground]
   gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
-  gfm-ensemble evaluate ENSEMBLE_DIR LABELLED [-o OUTDIR] [--split testset]
+  gfm-ensemble evaluate ENSEMBLE_DIR|TRIAL_DIR LABELLED [--against SHIFTED] [-o OUTDIR] [--split testset]
   gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
   gfm-ensemble info [ENSEMBLE_DIR]
 
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from trainer.contract.result import EXIT_INTERRUPTED
     from trainer.ensemble.build import build_ensemble
+    from trainer.ensemble.evaluate_command import calibration_summary
     from trainer.ensemble.manifest import read_manifest
 
     from orchestrator.launch import slurm
@@ -70,7 +71,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if status == EXIT_INTERRUPTED:
         return status
     directory = build_ensemble(*ensemble_inputs(run_dir))
-    print(f"ensemble of {len(read_manifest(directory).members)} members in {directory}")
+    manifest = read_manifest(directory)
+    print(f"ensemble of {len(manifest.members)} members in {directory}")
+    if manifest.calibration.fitted_on is not None:
+        print(f"calibration on {manifest.calibration.fitted_on.get('file')} "
+              f"({manifest.calibration.fitted_on.get('split')}, "
+              f"{manifest.calibration.fitted_on.get('structures')} structures):")
+        print(calibration_summary(manifest.calibration))
     return 0
 
 
