@@ -1,6 +1,6 @@
 """`gfm-ensemble`: the deep ensemble, from training its members to predicting with it.
 
-  gfm-ensemble train RUN_DIR --top-k K [--max-epochs 40] [--patience P] [--foreground]
+  gfm-ensemble train RUN_DIR --top-k K [--seeds S] [--bootstrap] [--max-epochs 40] [--patience P] [--foreground]
   gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
   gfm-ensemble evaluate ENSEMBLE_DIR|TRIAL_DIR LABELLED [--against SHIFTED] [-o OUTDIR] [--split testset]
   gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
@@ -27,10 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gfm-ensemble", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
+    train = commands.add_parser("train", help="train the K best HPO configurations (x S seeds) to convergence; "
                                               "make RUN_DIR/ensemble")
     train.add_argument("run_dir", type=Path)
-    train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
+    train.add_argument("--top-k", type=int, default=10, help="the K best distinct configurations [10]")
+    train.add_argument("--seeds", type=int, default=1,
+                       help="members per configuration, each with its own seed (initialisation, shuffling); "
+                            "K x S members in all [1]")
+    train.add_argument("--bootstrap", action="store_true",
+                       help="each member trains on its own resample with replacement of the training split, "
+                            "drawn from its seed")
     train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
     train.add_argument("--patience", type=int, default=10,
                        help="stop a member after this many epochs without a better validation loss [10]")
@@ -53,7 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.trials import runconfig
     from orchestrator.views.display import LiveStatus
 
-    for flag, value in (("--top-k", args.top_k), ("--max-epochs", args.max_epochs), ("--patience", args.patience)):
+    for flag, value in (("--top-k", args.top_k), ("--seeds", args.seeds), ("--max-epochs", args.max_epochs),
+                        ("--patience", args.patience)):
         if value < 1:
             raise UserError(f"{flag}: must be at least 1, got {value}")
     run_dir = args.run_dir.resolve()
@@ -61,13 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     site = load_site(settings.site)
     if site.scheduler == "slurm" and not slurm.inside_allocation() and not args.foreground:
         command = [sys.executable, "-m", "orchestrator.cli.ensemble", "train", str(run_dir), "--top-k",
-                   str(args.top_k), "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
-                   "--foreground"]
+                   str(args.top_k), "--seeds", str(args.seeds), "--max-epochs", str(args.max_epochs),
+                   "--patience", str(args.patience), "--foreground"] + (["--bootstrap"] if args.bootstrap else [])
         job = submit_manager(site, run_dir, settings.nodes, settings.walltime, command, phase="ensemble")
         print(f"submitted batch job {job}; the ensemble will be in {run_dir / 'ensemble'}")
         return 0
-    status = train_members(run_dir, EnsemblePlan(args.top_k, args.max_epochs, args.patience),
-                           display=LiveStatus())
+    plan = EnsemblePlan(args.top_k, args.max_epochs, args.patience, args.seeds, args.bootstrap)
+    status = train_members(run_dir, plan, display=LiveStatus())
     if status == EXIT_INTERRUPTED:
         return status
     directory = build_ensemble(*ensemble_inputs(run_dir))
