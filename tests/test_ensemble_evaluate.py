@@ -82,7 +82,7 @@ def test_against_a_shifted_set(ethanol_ensemble, dataset, shifted, tmp_path):
     out = tmp_path / "report"
     run = gfm_ensemble("evaluate", ethanol_ensemble, dataset, "--against", shifted, "-o", out)
     assert run.returncode == 0, run.stderr
-    assert "distribution shift" in run.stdout and "mean std ratio, raw" in run.stdout
+    assert "distribution shift" in run.stdout and "mean forces std, raw (eV/Å)" in run.stdout
     assert "forces per atom: spearman" in run.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     against = json.loads((out / "against" / "metrics.json").read_text())

@@ -169,10 +169,13 @@ def shift(in_distribution: dict, shifted: dict) -> dict:
     if in_distribution["uncertainty"] is None or shifted["uncertainty"] is None:
         out["note"] = "a single model: errors only, no std to compare"
         return out
-    out["mean_std_ratio"] = {
-        kind: {quantity: _ratio(shifted["uncertainty"][kind][quantity]["mean_std"],
-                                in_distribution["uncertainty"][kind][quantity]["mean_std"])
-               for quantity in ("energy", "forces")} for kind in ("raw", "calibrated")}
+    mean_std = {name: {kind: {quantity: metrics["uncertainty"][kind][quantity]["mean_std"]
+                              for quantity in ("energy", "forces")} for kind in ("raw", "calibrated")}
+                for name, metrics in (("in_distribution", in_distribution), ("shifted", shifted))}
+    out["mean_std"] = mean_std
+    out["mean_std_ratio"] = {kind: {quantity: _ratio(mean_std["shifted"][kind][quantity],
+                                                     mean_std["in_distribution"][kind][quantity])
+                                    for quantity in ("energy", "forces")} for kind in ("raw", "calibrated")}
     return out
 
 

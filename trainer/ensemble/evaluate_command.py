@@ -93,13 +93,15 @@ def shift_table(shift: dict) -> str:
             ("forces MAE (eV/Å)", a["forces_mae_eV_per_A"], b["forces_mae_eV_per_A"],
              shift["error_ratio"]["forces_mae"])]
     lines = [f"distribution shift: {shift['shifted']['file']} against {shift['in_distribution']['file']}",
-             f"{'':<26}{'in distribution':>16}{'shifted':>12}{'ratio':>8}"]
-    lines += [f"{label:<26}{x:>16.4f}{y:>12.4f}{r:>8.2f}" for label, x, y, r in rows]
+             f"{'':<36}{'in distribution':>16}{'shifted':>12}{'ratio':>8}"]
+    lines += [f"{label:<36}{x:>16.4f}{y:>12.4f}{r:>8.2f}" for label, x, y, r in rows]
     if "mean_std_ratio" in shift:
+        mean, ratio = shift["mean_std"], shift["mean_std_ratio"]
         for kind in ("raw", "calibrated"):
-            ratio = shift["mean_std_ratio"][kind]
-            lines.append(f"{'mean std ratio, ' + kind:<26}{'energy':>16}{ratio['energy']:>12.2f}")
-            lines.append(f"{'':<26}{'forces':>16}{ratio['forces']:>12.2f}")
+            for quantity, unit in (("energy", "eV"), ("forces", "eV/Å")):
+                lines.append(f"{f'mean {quantity} std, {kind} ({unit})':<36}"
+                             f"{mean['in_distribution'][kind][quantity]:>16.4f}"
+                             f"{mean['shifted'][kind][quantity]:>12.4f}{ratio[kind][quantity]:>8.2f}")
     else:
         lines.append(shift["note"])
     return "\n".join(lines)
