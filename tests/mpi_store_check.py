@@ -181,6 +181,15 @@ def check(paths: list[Path], balanced: bool, batch_size: int, seed: int) -> str:
     if rank == 0:
         flat = [np.concatenate([np.concatenate(steps) for steps in epoch]) for epoch in zip(*orders)]
         assert not np.array_equal(flat[0], flat[1]), "two epochs in the same order"
+
+    # Bagging: every rank draws the same resample, and an epoch trains on exactly that multiset.
+    bagged = EpochLoader(store, batch_size, seed, balanced=balanced, dtype=torch.float64, bootstrap=True)
+    assert all(np.array_equal(p, bagged.population) for p in comm.allgather(bagged.population)), \
+        "ranks drew different bootstrap resamples"
+    seen = [check_batch(batch, direct, identify) for batch, _, _ in bagged.epoch(0)]
+    everything = comm.gather(np.concatenate(seen), root=0)
+    if rank == 0:
+        assert np.array_equal(np.sort(np.concatenate(everything)), bagged.population), "bootstrap epoch coverage"
     return (f"OK world={world} samples={n} steps={len(loader)} sampler={'balanced' if balanced else 'fixed'} "
             f"held_bytes_rank0={held} of {total}")
 

@@ -15,7 +15,7 @@ from datasets import BIN, emt_only
 from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
 from tables import assert_columns_aligned
 from trainer.data.structures import read_structures
-from trainer.ensemble import uncertainty
+from trainer.ensemble import calibration_fit, uncertainty
 from trainer.ensemble.evaluate import read_labelled
 from trainer.ensemble.manifest import read_manifest
 from trainer.ensemble.predict import Ensemble
@@ -97,13 +97,20 @@ def test_calibrate_then_evaluate(ethanol_ensemble, tmp_path):
     run = gfm_ensemble("calibrate", ensemble, dataset)
     assert run.returncode == 0, run.stderr
     calibration = read_manifest(ensemble).calibration
-    # the stored factor is s^2 = mean(z^2) of the raw stds on the validation split
+    # the stored maps are those fitted on the raw stds of the validation split, never worse than raw there
     labelled = read_labelled(dataset, None, "valset")
     pred = Ensemble.load(ethanol_ensemble).predict(labelled.structures)
-    assert calibration.energy == pytest.approx(
-        uncertainty.fit_scale(pred.energy_mean - labelled.energy, pred.energy_std_raw), rel=1e-6)
-    assert calibration.forces == pytest.approx(
-        uncertainty.fit_scale(pred.forces_mean - labelled.forces, pred.forces_std_raw), rel=1e-6)
+    structures = np.arange(20)
+    assert calibration.energy == calibration_fit.fit_quantity(pred.energy_mean - labelled.energy,
+                                                              pred.energy_std_raw, structures)
+    assert calibration.forces == calibration_fit.fit_quantity(
+        pred.forces_mean - labelled.forces, pred.forces_std_raw, np.repeat(structures, 27))
+    for quantity, error, raw in (("energy", pred.energy_mean - labelled.energy, pred.energy_std_raw),
+                                 ("forces", pred.forces_mean - labelled.forces, pred.forces_std_raw)):
+        mapping = getattr(calibration, quantity)
+        assert uncertainty.miscalibration_area(error, mapping.apply(raw)) <= uncertainty.miscalibration_area(
+            error, raw) + 1e-12
+        assert f"{quantity}: {mapping.describe()}" in run.stdout and "held-out miscalibration area" in run.stdout
     assert calibration.fitted_on["split"] == "valset" and calibration.fitted_on["structures"] == 20
 
     run = gfm_ensemble("evaluate", ensemble, dataset, "-o", tmp_path / "report")

@@ -59,7 +59,7 @@ def test_demo_campaign_end_to_end(tmp_path):
     assert sorted(members["parent_id"].astype(int)) == sorted(best_two)
     assert set(members["status"]) == {"completed"}
     manifest = json.loads((out / "run" / "ensemble" / "manifest.json").read_text())
-    assert len(manifest["members"]) == 2 and manifest["calibration"]["energy"] > 0
+    assert len(manifest["members"]) == 2 and manifest["calibration"]["energy"]["a"] > 0
     held_out = ase.io.read(out / "data" / "held_out.extxyz", ":")
     predicted = ase.io.read(out / "predictions.extxyz", ":")
     assert len(predicted) == len(held_out)
@@ -79,10 +79,11 @@ def test_demo_campaign_end_to_end(tmp_path):
     assert "ensemble: 2 completed" in status
     surrogate = [int(t) for t in hpo.loc[hpo["origin"] == "surrogate", "trial_id"]]
     assert f"surrogate (the optimiser's surrogate model) #{surrogate[0]}" in status
-    # gfm-ensemble info: each member's HPO trial and its own member trial, labelled.
+    # gfm-ensemble info: each member's HPO trial, its own member trial and its seed, labelled.
     info = subprocess.run([str(BIN / "gfm-ensemble"), "info", str(out / "run" / "ensemble")], capture_output=True,
                           text=True, check=True).stdout.splitlines()
-    assert info[2].split()[-4:] == ["HPO", "trial", "member", "trial"]
-    shown = {tuple(map(int, line.split()[-2:])) for line in info[3:5]}
+    assert info[2].split()[-5:] == ["HPO", "trial", "member", "trial", "seed"]
+    shown = {tuple(map(int, line.split()[-3:-1])) for line in info[3:5]}
     assert shown == {(int(r.parent_id), int(r.trial_id)) for r in members.itertuples()}
-    assert all(line.split()[0] == f"member{k:02d}-hpo{line.split()[-2].zfill(5)}" for k, line in enumerate(info[3:5]))
+    assert all(line.split()[0] == f"member{k:02d}-hpo{line.split()[-3].zfill(5)}-seed{line.split()[-1]}"
+               for k, line in enumerate(info[3:5]))

@@ -9,6 +9,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from ensembles import ethanol_ensemble, mixed_ensemble  # noqa: F401  (fixtures)
 from trainer.ensemble.manifest import (MANIFEST_FILE, EnsembleError, TrainedMember, load_manifest, read_manifest,
                               set_calibration, write_manifest)
 from trainer.contract.typed import ConfigError
+from trainer.ensemble.calibration import StdMap
 
 
 @pytest.fixture
@@ -40,7 +42,12 @@ def test_manifest_describes_the_members(ethanol_ensemble):
     assert manifest.radius == 5.0 and manifest.max_neighbours == 50
     assert manifest.elements == [1, 6, 8] and manifest.source_elements == [[1, 6, 8]]
     assert manifest.units["energy"] == "eV" and manifest.units["forces"] == "eV/Angstrom"
-    assert (manifest.calibration.energy, manifest.calibration.forces) == (1.0, 1.0)
+    assert manifest.calibration.energy.form == manifest.calibration.forces.form == "identity"
+    assert manifest.format_version == 2
+    # The test members were trained by gfm-train with seeds 0, 1, 2 on the whole training split.
+    assert [m.seed for m in manifest.members] == [0, 1, 2]
+    assert all(m.data == {"bootstrap": False, "train_samples": 160, "distinct_train_samples": 160}
+               for m in manifest.members)
     assert manifest.run_dir == str(ethanol_ensemble.parent) and manifest.created_at
     for member, state in zip(manifest.members, manifest.checkpoints):
         best = trial_of(ethanol_ensemble, member.name) / "best.pt"
@@ -145,9 +152,46 @@ def test_set_calibration(ensemble_copy):
     before = read_manifest(ensemble_copy)
     set_calibration(ensemble_copy, 1.5, 0.75, {"file": "val.bp", "split": "valset"})
     after = load_manifest(ensemble_copy)   # members still verify: only the manifest changed
-    assert (after.calibration.energy, after.calibration.forces) == (1.5, 0.75)
+    assert (after.calibration.energy.form, after.calibration.energy.a) == ("scalar", 1.5)
+    assert after.calibration.forces == StdMap("scalar", 0.75, 1.0)
     assert after.calibration.fitted_on["file"] == "val.bp"
     assert after.members == before.members
-    with pytest.raises(ConfigError, match="energy: must be greater than 0.0"):
+    set_calibration(ensemble_copy, StdMap("power", 2.0, 0.5), 1.0)
+    after = read_manifest(ensemble_copy)
+    assert after.calibration.energy == StdMap("power", 2.0, 0.5) and after.calibration.forces.form == "identity"
+    with pytest.raises(ConfigError, match="energy.a: must be greater than 0.0"):
         set_calibration(ensemble_copy, 0.0, 1.0)
-    assert read_manifest(ensemble_copy).calibration.energy == 1.5   # a refused change leaves it as it was
+    with pytest.raises(ConfigError, match="b: the scalar form has b = 1"):
+        set_calibration(ensemble_copy, StdMap("scalar", 2.0, 0.5), 1.0)
+    assert read_manifest(ensemble_copy).calibration.energy.b == 0.5   # a refused change leaves it as it was
+
+
+def _as_format_1(data: dict, energy: float, forces: float) -> None:
+    """What gfm-ensemble wrote before calibration maps and members' seeds: one factor per quantity."""
+    data["format_version"] = 1
+    data["calibration"] = {"energy": energy, "forces": forces, "fitted_on": {"file": "val.bp"}}
+    for member in data["members"]:
+        del member["seed"], member["data"]
+
+
+def test_format_1_manifests_keep_working(ensemble_copy, ethanol_ensemble):
+    rewrite_manifest(ensemble_copy, lambda data: _as_format_1(data, 2.5, 1.0))
+    manifest = load_manifest(ensemble_copy)
+    assert manifest.calibration.energy == StdMap("scalar", 2.5, 1.0)
+    assert manifest.calibration.forces == StdMap("identity", 1.0, 1.0)
+    assert manifest.members[0].seed is None and manifest.members[0].data is None
+    from trainer.ensemble.evaluate import read_labelled
+    from trainer.ensemble.predict import Ensemble
+
+    frames = read_labelled(ethanol_ensemble.parent.parent / "ethanol.bp", "testset", "testset").structures[:4]
+    pred = Ensemble.load(ensemble_copy).predict(frames)
+    np.testing.assert_allclose(pred.energy_std, 2.5 * pred.energy_std_raw)
+    np.testing.assert_array_equal(pred.forces_std, pred.forces_std_raw)
+    set_calibration(ensemble_copy, 1.2, 1.0)   # written back as format 2
+    assert json.loads((ensemble_copy / MANIFEST_FILE).read_text())["format_version"] == 2
+    rewrite_manifest(ensemble_copy, lambda data: _as_format_1(data, -1.0, 1.0))
+    with pytest.raises(ConfigError, match="calibration.energy.a: must be greater than 0.0"):
+        read_manifest(ensemble_copy)
+    rewrite_manifest(ensemble_copy, lambda data: data.update(format_version=3, calibration={}))
+    with pytest.raises(ConfigError, match="format_version: 3; this program reads 1, 2"):
+        read_manifest(ensemble_copy)

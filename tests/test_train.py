@@ -26,8 +26,8 @@ from trainer.contract.trialconfig import TrialConfig, write_trial
 MPIEXEC = shutil.which("mpiexec", path=str(BIN))
 
 
-def make_trial(trial_dir: Path, data: Path, **sections) -> Path:
-    raw = {"data": {"sources": [{"path": str(data)}]},
+def make_trial(trial_dir: Path, dataset: Path, **sections) -> Path:
+    raw = {"data": {"sources": [{"path": str(dataset)}]},
            "model": {"mpnn_type": "EGNN", "num_conv_layers": 2, "hidden_dim": 16, "fc_dim": 16},
            "training": {"epochs": 2, "batch_size": 16, "threads": 1}}
     for section, values in sections.items():
@@ -126,9 +126,11 @@ def test_template_is_a_valid_trial(tmp_path, molecules_bp):
 
 
 @emt_only
-def test_interrupt_then_resume_equals_uninterrupted(tmp_path, molecules_bp):
-    """SIGTERM mid-epoch: checkpoint, status interrupted, exit 75; rerun finishes as if never stopped."""
-    options = {"training": {"epochs": 3, "batch_size": 4, "seed": 3}}
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, molecules_bp, bootstrap):
+    """SIGTERM mid-epoch: checkpoint, status interrupted, exit 75; rerun finishes as if never stopped
+    (also when training on a bootstrap resample, which the resumed run must draw again identically)."""
+    options = {"training": {"epochs": 3, "batch_size": 4, "seed": 3}, "data": {"bootstrap": bootstrap}}
     reference = make_trial(tmp_path / "reference", molecules_bp, **options)
     assert gfm_train(reference).returncode == 0
     trial = make_trial(tmp_path / "stopped", molecules_bp, **options)

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -117,7 +118,7 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     weights = LossWeights(cfg.energy_weight, cfg.force_weight, stats.energy_scale, stats.force_scale)
     source_weights = [source.weight for source in config.data.sources]
     train_loader = EpochLoader(train_store, cfg.batch_size, cfg.seed, cfg.sampler == "balanced",
-                               source_weights, dtype)
+                               source_weights, dtype, bootstrap=config.data.bootstrap)
     val_loader = EpochLoader(val_store, cfg.batch_size, cfg.seed, True, source_weights, dtype)
 
     model = build_model(config.model, stats, cfg.activation_checkpointing).to(ctx.device, dtype)
@@ -151,6 +152,11 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
                 "position": position.__dict__, "result": result.to_json(),
                 "model_config": to_dict(config.model), "stats": stats.to_dict()})
 
+    # How these weights came to be, for an ensemble's manifest (members differ by seed and data).
+    trained_on = {"seed": cfg.seed, "bootstrap": config.data.bootstrap, "train_samples": train_store.num_samples,
+                  "distinct_train_samples": train_store.num_samples if train_loader.population is None
+                  else int(len(np.unique(train_loader.population))),
+                  "max_neighbours": train_store.infos[0].max_neighbours}
     if ctx.is_main:
         result.write(trial_dir)
     stale = _epochs_since_best(result)
@@ -184,7 +190,8 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
         if ctx.is_main and improved and config.output.keep_best:
             checkpoint.save(trial_dir / checkpoint.BEST, {
                 "model": model.state_dict(), "model_config": to_dict(config.model),
-                "stats": stats.to_dict(), "epoch": record.epoch, "val_loss": record.val_loss})
+                "stats": stats.to_dict(), "epoch": record.epoch, "val_loss": record.val_loss,
+                "training": trained_on})
         if position.epoch % config.output.checkpoint_every == 0 or position.epoch == cfg.epochs:
             save_checkpoint()
         if ctx.is_main:

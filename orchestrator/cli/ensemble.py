@@ -1,8 +1,8 @@
 """`gfm-ensemble`: the deep ensemble, from training its members to predicting with it.
 
-  gfm-ensemble train RUN_DIR --top-k K [--max-epochs 40] [--patience P] [--foreground]
+  gfm-ensemble train RUN_DIR --top-k K [--seeds S] [--bootstrap] [--max-epochs 40] [--patience P] [--foreground]
   gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
-  gfm-ensemble evaluate ENSEMBLE_DIR LABELLED [-o OUTDIR] [--split testset]
+  gfm-ensemble evaluate ENSEMBLE_DIR|TRIAL_DIR LABELLED [--against SHIFTED] [-o OUTDIR] [--split testset]
   gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
   gfm-ensemble info [ENSEMBLE_DIR]
 
@@ -29,10 +29,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gfm-ensemble", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the K best HPO configurations to convergence; "
+    train = commands.add_parser("train", help="train the K best HPO configurations (x S seeds) to convergence; "
                                               "make RUN_DIR/ensemble")
     train.add_argument("run_dir", type=Path, help="the run directory of a search (gfm-hpo launch --run-dir)")
     train.add_argument("--top-k", type=int, default=10, help="members: the K best distinct configurations [10]")
+    train.add_argument("--seeds", type=int, default=1,
+                       help="members per configuration, each with its own seed (initialisation, shuffling); "
+                            "K x S members in all [1]")
+    train.add_argument("--bootstrap", action="store_true",
+                       help="each member trains on its own resample with replacement of the training split, "
+                            "drawn from its seed")
     train.add_argument("--max-epochs", type=int, default=40, help="epochs at most per member [40]")
     train.add_argument("--patience", type=int, default=10,
                        help="stop a member after this many epochs without a better validation loss [10]")
@@ -45,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from trainer.contract.result import EXIT_INTERRUPTED
     from trainer.ensemble.build import build_ensemble
+    from trainer.ensemble.evaluate_command import calibration_summary
     from trainer.ensemble.manifest import read_manifest
 
     from orchestrator.launch import slurm
@@ -54,7 +61,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.trials import runconfig
     from orchestrator.views.display import LiveStatus
 
-    for flag, value in (("--top-k", args.top_k), ("--max-epochs", args.max_epochs), ("--patience", args.patience)):
+    for flag, value in (("--top-k", args.top_k), ("--seeds", args.seeds), ("--max-epochs", args.max_epochs),
+                        ("--patience", args.patience)):
         if value < 1:
             raise UserError(f"{flag}: must be at least 1, got {value}")
     run_dir = args.run_dir.resolve()
@@ -62,17 +70,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     site = load_site(settings.site)
     if site.scheduler == "slurm" and not slurm.inside_allocation() and not args.foreground:
         command = [sys.executable, "-m", "orchestrator.cli.ensemble", "train", str(run_dir), "--top-k",
-                   str(args.top_k), "--max-epochs", str(args.max_epochs), "--patience", str(args.patience),
-                   "--foreground"]
+                   str(args.top_k), "--seeds", str(args.seeds), "--max-epochs", str(args.max_epochs),
+                   "--patience", str(args.patience), "--foreground"] + (["--bootstrap"] if args.bootstrap else [])
         job = submit_manager(site, run_dir, settings.nodes, settings.walltime, command, phase="ensemble")
         print(f"submitted batch job {job}; the ensemble will be in {run_dir / 'ensemble'}")
         return 0
-    status = train_members(run_dir, EnsemblePlan(args.top_k, args.max_epochs, args.patience),
-                           display=LiveStatus())
+    plan = EnsemblePlan(args.top_k, args.max_epochs, args.patience, args.seeds, args.bootstrap)
+    status = train_members(run_dir, plan, display=LiveStatus())
     if status == EXIT_INTERRUPTED:
         return status
     directory = build_ensemble(*ensemble_inputs(run_dir))
-    print(f"ensemble of {len(read_manifest(directory).members)} members in {directory}")
+    manifest = read_manifest(directory)
+    print(f"ensemble of {len(manifest.members)} members in {directory}")
+    if manifest.calibration.fitted_on is not None:
+        print(f"calibration on {manifest.calibration.fitted_on.get('file')} "
+              f"({manifest.calibration.fitted_on.get('split')}, "
+              f"{manifest.calibration.fitted_on.get('structures')} structures):")
+        print(calibration_summary(manifest.calibration))
     return 0
 
 

@@ -5,6 +5,9 @@ Selection comes from the trial database, never from hard-coded trial ids
 objective, one per distinct configuration, ties by trial id. Each member is a
 trial of phase "ensemble" (parent_id = the HPO trial it retrains) run by the
 same manager, so it is recorded, resumable and fault-tolerant like any trial.
+Diversity: --seeds S trains each of the K configurations S times with
+distinct seeds (initialisation, shuffling), and --bootstrap gives every
+member its own resample of the training split (trainer/data/sampler.py).
 The members' best checkpoints then become ENSEMBLE_DIR (trainer/ensemble/build.py).
 """
 from __future__ import annotations
@@ -40,6 +43,18 @@ class EnsemblePlan:
     top_k: int
     max_epochs: int
     patience: int | None
+    seeds: int = 1            # members per configuration, each with its own initialisation seed
+    bootstrap: bool = False   # each member trains on its own resample (with replacement) of the training split
+
+    def record(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member to train: the HPO trial whose configuration it retrains, and its seed."""
+    parent_id: int
+    seed: int | None          # None: the parent's own seed (a phase started before members had seeds)
 
 
 def select_top(trials: list[Trial], k: int) -> list[Trial]:
@@ -51,21 +66,35 @@ def select_top(trials: list[Trial], k: int) -> list[Trial]:
     return list(best.values())[:k]
 
 
-def member_config(parent: TrialConfig, plan: EnsemblePlan) -> TrialConfig:
-    """The parent's trial, trained to convergence: more epochs, early stopping, best weights kept."""
+def member_config(parent: TrialConfig, plan: EnsemblePlan, seed: int | None = None) -> TrialConfig:
+    """The parent's trial, trained to convergence: more epochs, early stopping, best weights kept,
+    with the member's seed and, under --bootstrap, its own resample of the training data."""
     data = typed.to_dict(parent)
     data["training"].update(epochs=plan.max_epochs, patience=plan.patience)
+    if seed is not None:
+        data["training"]["seed"] = seed
+    data["data"]["bootstrap"] = plan.bootstrap
     data["output"]["keep_best"] = True
-    data["name"] = f"member-of-{parent.name}"
+    data["name"] = f"member-of-{parent.name}" + ("" if seed is None else f"-seed{seed}")
     return typed.build(TrialConfig, data, origin="ensemble member")
 
 
-def _selection(db: TrialDB, plan: EnsemblePlan) -> list[int]:
-    """The chosen HPO trial ids; fixed at the first call so a resumed phase trains the same members."""
+def plan_members(chosen: list[int], plan: EnsemblePlan) -> list[Member]:
+    """K configurations x S seeds, seed-major (every configuration's first member before any second one,
+    so an ensemble cut short still spans the configurations); member m has seed m, so no two members
+    share an initialisation or a resample."""
+    return [Member(trial_id, replica * len(chosen) + k)
+            for replica in range(plan.seeds) for k, trial_id in enumerate(chosen)]
+
+
+def _selection(db: TrialDB, plan: EnsemblePlan) -> list[Member]:
+    """The members to train; fixed at the first call so a resumed phase trains the same members."""
     chosen = db.get_meta(SELECTION_KEY)
     started = db.get_meta("ensemble_plan")
-    if started is not None and started != {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
-                                           "patience": plan.patience}:
+    # A phase started before --seeds and --bootstrap existed: its plan says neither, and meant one
+    # member per configuration with the parent's own seed and the whole training split.
+    legacy = started is not None and "seeds" not in started
+    if started is not None and {"seeds": 1, "bootstrap": False, **started} != plan.record():
         raise UserError(f"{db.path}: the ensemble phase was started with {started}; "
                         "run gfm-ensemble train again with those settings to continue it")
     if chosen is None:
@@ -76,9 +105,10 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[int]:
             log.warning("only %d distinct completed configurations for an ensemble of %d", len(top), plan.top_k)
         chosen = [t.trial_id for t in top]
         db.set_meta(SELECTION_KEY, chosen)
-        db.set_meta("ensemble_plan", {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
-                                      "patience": plan.patience})
-    return chosen
+        db.set_meta("ensemble_plan", plan.record())
+    if legacy:
+        return [Member(trial_id, None) for trial_id in chosen]
+    return plan_members(chosen, plan)
 
 
 def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None = None,
@@ -94,10 +124,10 @@ def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None 
 
     def members(db: TrialDB) -> FixedProposer:
         proposals = []
-        for trial_id in _selection(db, plan):
-            parent = db.get(trial_id)
-            config = member_config(load_trial(parent.trial_dir), plan)
-            proposals.append(Proposal(parent.params, config, parent_id=trial_id))
+        for member in _selection(db, plan):
+            parent = db.get(member.parent_id)
+            config = member_config(load_trial(parent.trial_dir), plan, member.seed)
+            proposals.append(Proposal(parent.params, config, parent_id=member.parent_id))
         return FixedProposer(PHASE, proposals)
 
     return run_phase(run_dir, settings, site, members, run_dir / MEMBERS_DIR, env, display)
@@ -116,7 +146,12 @@ def ensemble_inputs(run_dir: Path) -> tuple[Path, list[TrainedMember], str, str]
     members = completed_members(run_dir)
     if not members:
         raise UserError(f"{run_dir}: no ensemble member completed its training (see gfm-hpo status {run_dir})")
-    # Named after the HPO trial it retrains ("hpo00007"); its own trial id is in the manifest as trial_id.
-    sources = [TrainedMember(f"member{k:02d}-hpo{t.parent_id:05d}", Path(t.trial_dir) / "best.pt",
-                            t.params, trial_id=t.trial_id, hpo_trial_id=t.parent_id) for k, t in enumerate(members)]
+    # Named after the HPO trial it retrains and its seed ("member03-hpo00007-seed1"); its own trial id is
+    # in the manifest as trial_id.
+    sources = [TrainedMember(f"member{k:02d}-hpo{t.parent_id:05d}-seed{_seed_of(t)}", Path(t.trial_dir) / "best.pt",
+                             t.params, trial_id=t.trial_id, hpo_trial_id=t.parent_id) for k, t in enumerate(members)]
     return run_dir / ENSEMBLE_DIR, sources, str(run_dir), settings.data[0]
+
+
+def _seed_of(member: Trial) -> int:
+    return load_trial(member.trial_dir).training.seed

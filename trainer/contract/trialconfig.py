@@ -7,6 +7,7 @@ This module is torch-free so that the manager can import it.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,9 @@ class SourceConfig:
 class DataConfig:
     sources: list[SourceConfig] = field(metadata={"doc": "one or more datasets, combined for training"})
     max_train_samples: int | None = bounded(None, low=1, doc="use only the first N training samples (debugging, benchmarks)")
+    bootstrap: bool = field(default=False, metadata={
+        "doc": "train on a resample with replacement of the training split (as many samples), drawn from "
+               "training.seed: each ensemble member sees different data (bagging)"})
 
     def check(self) -> None:
         if not self.sources:
@@ -99,7 +103,7 @@ def load_trial(trial_dir: str | Path) -> TrialConfig:
     path = trial_dir / TRIAL_FILE
     config = typed.load(TrialConfig, path)
     sources = [SourceConfig(path=str((trial_dir / s.path).resolve()), weight=s.weight) for s in config.data.sources]
-    data = DataConfig(sources=sources, max_train_samples=config.data.max_train_samples)
+    data = dataclasses.replace(config.data, sources=sources)
     return TrialConfig(data=data, model=config.model, training=config.training,
                        output=config.output, name=config.name)
 

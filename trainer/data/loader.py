@@ -20,13 +20,17 @@ import torch
 from trainer.contract.errors import UserError
 from trainer.data.batch import Batch
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays
-from trainer.data.sampler import Plan, num_steps, plan_epoch
+from trainer.data.sampler import Plan, bootstrap_sample, num_steps, plan_epoch
 from trainer.data.store import DistributedStore
 
 
 class EpochLoader:
+    """`bootstrap=True`: every epoch shuffles one resample with replacement of the split, drawn from
+    `seed` (`sampler.bootstrap_sample`), instead of the split itself."""
+
     def __init__(self, store: DistributedStore, batch_size: int, seed: int, balanced: bool = True,
-                 source_weights: Sequence[float] | None = None, dtype: torch.dtype = torch.float32):
+                 source_weights: Sequence[float] | None = None, dtype: torch.dtype = torch.float32,
+                 bootstrap: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if source_weights is not None and len(source_weights) != len(store.infos):
@@ -37,6 +41,7 @@ class EpochLoader:
         self.balanced = balanced
         self.source_weights = None if source_weights is None else np.asarray(source_weights, np.float64)
         self.dtype = dtype
+        self.population = bootstrap_sample(store.num_samples, seed) if bootstrap else None
 
     def __len__(self) -> int:
         """Steps per epoch, the same on every rank."""
@@ -44,7 +49,7 @@ class EpochLoader:
 
     def plan(self, epoch: int) -> Plan:
         return plan_epoch(self.store.num_atoms, self.store.num_edges, self.store.world_size,
-                          self.batch_size, self.seed, epoch, self.balanced)
+                          self.batch_size, self.seed, epoch, self.balanced, self.population)
 
     def epoch(self, epoch: int) -> Iterator[tuple[Batch, int, int]]:
         """(this rank's batch, global graphs in the step, global atoms in the step), per step.

@@ -15,6 +15,12 @@ Two samplers:
             loss with the step's global counts.
 The quality measure is the paper's load-imbalance factor,
 LIF = mean over steps of (max rank cost / mean rank cost).
+
+Bagging: with a bootstrap population (`bootstrap_sample`, drawn once from the
+seed) an epoch is a shuffle of that multiset instead of the split, so a
+sample drawn twice is trained on twice per epoch and one never drawn not at
+all (~37 % of them). The population is a function of (split size, seed) only,
+so every rank draws the same one without communication.
 """
 from __future__ import annotations
 
@@ -63,21 +69,38 @@ def num_steps(num_samples: int, world_size: int, batch_size: int) -> int:
     return len(step_sizes(num_samples, world_size, batch_size))
 
 
+def bootstrap_sample(num_samples: int, seed: int) -> np.ndarray:
+    """`num_samples` indices drawn with replacement from range(num_samples), sorted; a function of the seed.
+
+    Its own random stream (spawn key 1), so the draw is not correlated with
+    the epoch shuffles, which use [seed, epoch].
+    """
+    if num_samples < 0 or seed < 0:
+        raise ValueError(f"num_samples and seed must be >= 0, got {num_samples} and {seed}")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    return np.sort(rng.integers(0, num_samples, num_samples)) if num_samples else np.zeros(0, np.int64)
+
+
 def plan_epoch(num_atoms: np.ndarray, num_edges: np.ndarray, world_size: int, batch_size: int,
-               seed: int, epoch: int, balanced: bool = True) -> Plan:
+               seed: int, epoch: int, balanced: bool = True, population: np.ndarray | None = None) -> Plan:
     """plan[step][rank] = global sample indices of that rank's batch in that step.
 
     A pure function of its arguments, so every rank gets the same plan. Each
-    sample appears exactly once per epoch; every rank has the same number of
-    steps; within a rank's batch samples keep their order in the permutation.
+    sample appears exactly once per epoch (each entry of `population`, when
+    given: indices into the split, repeats allowed, as many times as it holds
+    them); every rank has the same number of steps; within a rank's batch
+    samples keep their order in the permutation.
     """
     num_atoms, num_edges = np.asarray(num_atoms), np.asarray(num_edges)
     if num_atoms.shape != num_edges.shape or num_atoms.ndim != 1:
         raise ValueError(f"num_atoms {num_atoms.shape} and num_edges {num_edges.shape} must be equal-length vectors")
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0, got {seed} and {epoch}")
-    sizes = step_sizes(len(num_atoms), world_size, batch_size)
-    order = np.random.default_rng([seed, epoch]).permutation(len(num_atoms))
+    members = np.arange(len(num_atoms)) if population is None else np.asarray(population, np.int64)
+    if len(members) and (members.min() < 0 or members.max() >= len(num_atoms)):
+        raise ValueError(f"population indices must lie in [0, {len(num_atoms)})")
+    sizes = step_sizes(len(members), world_size, batch_size)
+    order = members[np.random.default_rng([seed, epoch]).permutation(len(members))]
     weights = cost(num_atoms, num_edges)
     plan: Plan = []
     # Steps of equal size are planned as one [steps, size] block so the work is

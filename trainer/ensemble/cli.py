@@ -1,7 +1,7 @@
 """The inference commands of `gfm-ensemble`: predict (mean ± std), evaluate, calibrate, info.
 
   gfm-ensemble predict STRUCTURES [-e ENSEMBLE_DIR] [-o OUT.extxyz|.csv|.json] [--members]
-  gfm-ensemble evaluate ENSEMBLE_DIR LABELLED [-o OUTDIR] [--split testset]
+  gfm-ensemble evaluate ENSEMBLE_DIR|TRIAL_DIR LABELLED [--against SHIFTED] [-o OUTDIR] [--split testset]
   gfm-ensemble calibrate ENSEMBLE_DIR LABELLED [--split valset]
   gfm-ensemble info [ENSEMBLE_DIR]
 
@@ -48,13 +48,18 @@ def add_commands(commands) -> None:
     predict.add_argument("--members", action="store_true", help="also write each member's predictions")
     _common(predict)
     evaluate = commands.add_parser("evaluate", help="accuracy and uncertainty quality on labelled data")
-    evaluate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP)
+    evaluate.add_argument("ensemble", type=Path,
+                          help=ENSEMBLE_HELP + ", or a trained trial directory with best.pt (errors only)")
     evaluate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
+    evaluate.add_argument("--against", type=Path, metavar="SHIFTED",
+                          help="a second labelled set (e.g. other conditions): the same metrics on it, and "
+                               "its mean std and errors over LABELLED's (the distribution-shift check)")
     evaluate.add_argument("-o", "--output", type=Path,
                           help="directory for metrics.json and PNGs [ENSEMBLE_DIR/evaluations/<name>]")
     evaluate.add_argument("--split", help="split of a .bp dataset [testset]")
     _common(evaluate)
-    calibrate = commands.add_parser("calibrate", help="fit std -> s·std on validation data; store s in the manifest")
+    calibrate = commands.add_parser("calibrate", help="fit std -> a·std or a·std^b per quantity on validation "
+                                                      "data (form chosen on held-out folds); store it in the manifest")
     calibrate.add_argument("ensemble", type=Path, help=ENSEMBLE_HELP + "; its manifest is updated")
     calibrate.add_argument("labelled", type=Path, help="labelled structures, or a .bp dataset")
     calibrate.add_argument("--split", help="split of a .bp dataset [valset]")
@@ -139,20 +144,9 @@ def _labelled_run(args: argparse.Namespace, default_split: str):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    ensemble, labelled = _labelled_run(args, "testset")
-    from trainer.ensemble.evaluate import evaluate, write_report
+    from trainer.ensemble import evaluate_command
 
-    name = args.labelled.name.split(".")[0] + (f"-{labelled.origin['split']}" if labelled.origin["split"] else "")
-    outdir = args.output or args.ensemble / "evaluations" / name
-    bar = Bar(len(labelled.structures), args.batch_size)
-    try:
-        metrics, pred = evaluate(ensemble, labelled, args.batch_size, args.source, bar)
-    finally:
-        bar.close()
-    write_report(outdir, metrics, pred, labelled)
-    print(prediction_files.metrics_table(metrics))
-    print(f"metrics and figures in {outdir}")
-    return 0
+    return evaluate_command.run(args, Bar)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -160,11 +154,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer.ensemble.evaluate import fit_calibration
     from trainer.ensemble.manifest import set_calibration
 
+    from trainer.ensemble.evaluate_command import calibration_summary
+
     fitted = fit_calibration(ensemble, labelled, args.batch_size, args.source)
-    set_calibration(args.ensemble, fitted["energy"], fitted["forces"], fitted["fitted_on"])
+    set_calibration(args.ensemble, fitted.energy, fitted.forces, fitted.fitted_on)
     print(f"calibration of {args.ensemble} on {len(labelled.structures)} structures of {args.labelled}"
-          f"{' (' + labelled.origin['split'] + ')' if labelled.origin['split'] else ''}: "
-          f"energy std x {fitted['energy']:.4g}, forces std x {fitted['forces']:.4g}")
+          f"{' (' + labelled.origin['split'] + ')' if labelled.origin['split'] else ''}:")
+    print(calibration_summary(fitted))
     return 0
 
 
@@ -178,16 +174,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"ensemble {manifest.directory}: {len(manifest.members)} members (all verified), radius "
           f"{number(manifest.radius)} Å, max neighbours {number(manifest.max_neighbours)}, elements {elements}")
     calibration = manifest.calibration
-    print(f"calibration: energy std x {number(calibration.energy, 3)}, forces std x {number(calibration.forces, 3)}"
+    print(f"calibration: energy {calibration.energy.describe()}, forces {calibration.forces.describe()}"
           + (f" (fitted on {calibration.fitted_on.get('file')})" if calibration.fitted_on else " (not fitted)"))
     rows = []
     for member, state in zip(manifest.members, manifest.checkpoints):
         config = state["model_config"]
         rows.append([member.name, config.get("mpnn_type", "?"), config.get("hidden_dim"),
                      config.get("force_mode", "?"), member.val_loss, member.epochs,
-                     _hpo_trial(member), member.trial_id])
-    for line in table(["member", "backbone", "hidden", "forces", "val loss", "epoch", "HPO trial", "member trial"],
-                      rows, "llrlrrrr", indent="  "):
+                     _hpo_trial(member), member.trial_id, member.seed])
+    for line in table(["member", "backbone", "hidden", "forces", "val loss", "epoch", "HPO trial", "member trial",
+                       "seed"], rows, "llrlrrrrr", indent="  "):
         print(line)
     print("  HPO trial: the search trial whose configuration it retrains; "
           "member trial: its own training run (ensemble phase)")

@@ -4,6 +4,7 @@
   parity_forces.png   the same for force components (a random subset when there are many)
   calibration.png     observed vs expected coverage of Gaussian intervals, raw and calibrated
   error_vs_std.png    |error| against calibrated std; a calibrated std lies on the band |e| ~ sigma
+The last two only for an ensemble: a single model has no std.
 """
 from __future__ import annotations
 
@@ -38,12 +39,14 @@ def figures(pred: Prediction, ref_energy: np.ndarray, ref_forces: np.ndarray, en
     _parity(ax, ref_forces.reshape(-1)[pick], pred.forces_mean.reshape(-1)[pick],
             pred.forces_std.reshape(-1)[pick], "force component (eV/Å)")
     out["parity_forces.png"] = _png(fig, plt)
+    if len(pred.member_names) == 1:
+        return out   # one model: no spread, so no calibration or error-vs-std figure
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    for name, error, raw, factor, colour in (
-            ("energy", energy_error, pred.energy_std_raw, pred.energy_factor, "tab:blue"),
-            ("forces", forces_error, pred.forces_std_raw, pred.forces_factor, "tab:orange")):
-        for std, style, label in ((raw, "--", "raw"), (raw * factor, "-", f"calibrated (×{factor:.3g})")):
+    for name, error, raw, calibrated, mapping, colour in (
+            ("energy", energy_error, pred.energy_std_raw, pred.energy_std, pred.energy_calibration, "tab:blue"),
+            ("forces", forces_error, pred.forces_std_raw, pred.forces_std, pred.forces_calibration, "tab:orange")):
+        for std, style, label in ((raw, "--", "raw"), (calibrated, "-", f"calibrated ({mapping.describe()})")):
             if (std > 0).any():
                 expected, observed = uncertainty.calibration_curve(error, std)
                 ax.plot(expected, observed, style, color=colour, label=f"{name}, {label}")

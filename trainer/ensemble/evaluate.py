@@ -11,8 +11,9 @@ What is compared (all in the units of `predict`):
   - forces per Cartesian component (eV/Å), the std being per component; the
     rank correlation is also given per atom (|error vector| vs |std vector|).
 Accuracy is reported for the ensemble mean and for the best single member
-(lowest validation loss), uncertainty both raw and with the calibration
-factors of the manifest.
+(lowest validation loss), uncertainty both raw and with the calibration of
+the manifest; a single trained trial gets errors only. `shift` compares two
+labelled sets (in distribution and shifted).
 """
 from __future__ import annotations
 
@@ -24,9 +25,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from ase import Atoms
 
+from trainer.contract import typed
 from trainer.contract.errors import UserError
 from trainer.data.structures import extract_labels, read_structures
-from trainer.ensemble import uncertainty
+from trainer.ensemble import calibration_fit, uncertainty
+from trainer.ensemble.calibration import Calibration
 
 if TYPE_CHECKING:   # these import torch (vesin does too), which reading labelled data does not need
     from trainer.data.graphs import GraphArrays
@@ -111,44 +114,89 @@ def _uncertainty(errors: Errors, energy_std: np.ndarray, forces_std: np.ndarray)
 
 def evaluate(ensemble: Ensemble, labelled: Labelled, batch_size: int = 64, source: int = 0,
              progress: Progress | None = None) -> tuple[dict, Prediction]:
-    """All metrics (a JSON-ready mapping) and the prediction they were computed from."""
+    """All metrics (a JSON-ready mapping) and the prediction they were computed from.
+
+    One member (a single trained trial) has no spread: its metrics are errors only,
+    with `uncertainty` None and a `note` that says so.
+    """
     pred = ensemble.predict(labelled.structures, batch_size, members=True, source=source, progress=progress)
     errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
+    calibration = ensemble.manifest.calibration
+    metrics = {
+        "data": {**labelled.origin, "structures": len(labelled.structures), "atoms": int(pred.num_atoms.sum())},
+        "ensemble": {"directory": str(ensemble.manifest.directory), "members": pred.member_names,
+                     "calibration": {"energy": typed.to_dict(calibration.energy),
+                                     "forces": typed.to_dict(calibration.forces)}},
+        "units": {"energy": "eV", "energy_per_atom": "meV/atom", "forces": "eV/Angstrom"},
+    }
+    if len(pred.member_names) == 1:
+        metrics["accuracy"] = {"model": {"name": pred.member_names[0], **_accuracy(errors)}}
+        metrics["uncertainty"] = None
+        metrics["note"] = "a single model: errors only (no spread, so no uncertainty to assess)"
+        return metrics, pred
     best = ensemble.manifest.best_member
     per_member = {name: _accuracy(errors_of(pred.member_energy[k], pred.member_forces[k], labelled))
                   for k, name in enumerate(pred.member_names)}
-    calibration = ensemble.manifest.calibration
     try:
         raw = _uncertainty(errors, pred.energy_std_raw, pred.forces_std_raw)
         calibrated = _uncertainty(errors, pred.energy_std, pred.forces_std)
     except ValueError as err:
         raise UserError(f"{ensemble.manifest.directory}: {err}") from None
-    metrics = {
-        "data": {**labelled.origin, "structures": len(labelled.structures), "atoms": int(pred.num_atoms.sum())},
-        "ensemble": {"directory": str(ensemble.manifest.directory), "members": pred.member_names,
-                     "calibration": {"energy": calibration.energy, "forces": calibration.forces}},
-        "units": {"energy": "eV", "energy_per_atom": "meV/atom", "forces": "eV/Angstrom"},
-        "accuracy": {"ensemble_mean": _accuracy(errors),
-                     "best_member": {"name": pred.member_names[best], **per_member[pred.member_names[best]]},
-                     "members": per_member},
-        "uncertainty": {"raw": raw, "calibrated": calibrated},
-    }
+    metrics["accuracy"] = {"ensemble_mean": _accuracy(errors),
+                           "best_member": {"name": pred.member_names[best], **per_member[pred.member_names[best]]},
+                           "members": per_member}
+    metrics["uncertainty"] = {"raw": raw, "calibrated": calibrated}
     return metrics, pred
 
 
+def headline_accuracy(metrics: dict) -> dict[str, float]:
+    """The accuracy of what predicts: the ensemble mean, or the single model."""
+    accuracy = metrics["accuracy"]
+    return accuracy["ensemble_mean"] if "ensemble_mean" in accuracy else accuracy["model"]
+
+
+def shift(in_distribution: dict, shifted: dict) -> dict:
+    """The distribution-shift check: mean std and errors on the shifted set over those in distribution.
+
+    A useful uncertainty grows where the errors grow: the std ratio should follow the error ratio.
+    Mean std is over structures (energy, eV) and force components (eV/Å), raw and calibrated.
+    """
+    a, b = headline_accuracy(in_distribution), headline_accuracy(shifted)
+    out = {"in_distribution": in_distribution["data"], "shifted": shifted["data"],
+           "accuracy": {"in_distribution": a, "shifted": b},
+           "error_ratio": {"energy_mae": _ratio(b["energy_mae_eV"], a["energy_mae_eV"]),
+                           "forces_mae": _ratio(b["forces_mae_eV_per_A"], a["forces_mae_eV_per_A"])}}
+    if in_distribution["uncertainty"] is None or shifted["uncertainty"] is None:
+        out["note"] = "a single model: errors only, no std to compare"
+        return out
+    mean_std = {name: {kind: {quantity: metrics["uncertainty"][kind][quantity]["mean_std"]
+                              for quantity in ("energy", "forces")} for kind in ("raw", "calibrated")}
+                for name, metrics in (("in_distribution", in_distribution), ("shifted", shifted))}
+    out["mean_std"] = mean_std
+    out["mean_std_ratio"] = {kind: {quantity: _ratio(mean_std["shifted"][kind][quantity],
+                                                     mean_std["in_distribution"][kind][quantity])
+                                    for quantity in ("energy", "forces")} for kind in ("raw", "calibrated")}
+    return out
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else float("nan")
+
+
 def fit_calibration(ensemble: Ensemble, labelled: Labelled, batch_size: int = 64, source: int = 0,
-                    progress: Progress | None = None) -> dict:
-    """Factors s (std -> s * std) minimising the Gaussian NLL on `labelled`, from the RAW stds."""
+                    progress: Progress | None = None) -> Calibration:
+    """Each quantity's std map, chosen and fitted on `labelled` from the RAW stds (calibration_fit.py)."""
     pred = ensemble.predict(labelled.structures, batch_size, source=source, progress=progress)
     errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
-    try:
-        energy = uncertainty.fit_scale(errors.energy, pred.energy_std_raw)
-        forces = uncertainty.fit_scale(errors.forces, pred.forces_std_raw)
-    except ValueError as err:
-        raise UserError(f"{ensemble.manifest.directory}: cannot calibrate: {err}") from None
-    return {"energy": energy, "forces": forces,
-            "fitted_on": {**labelled.origin, "structures": len(labelled.structures),
-                          "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "method": "Gaussian NLL, s^2 = mean(z^2)"}}
+    structures = np.arange(len(labelled.structures))
+    energy = calibration_fit.fit_quantity(errors.energy, pred.energy_std_raw, structures)
+    # Forces per component, folds by structure: one structure's components are not independent.
+    forces = calibration_fit.fit_quantity(errors.forces, pred.forces_std_raw,
+                                          np.repeat(structures, 3 * pred.num_atoms))
+    return Calibration(energy, forces, {
+        **labelled.origin, "structures": len(labelled.structures),
+        "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "method": f"least miscalibration area; form by {calibration_fit.FOLDS}-fold held-out area"})
 
 
 def write_report(outdir: str | Path, metrics: dict, pred: Prediction, labelled: Labelled) -> list[Path]:

@@ -29,9 +29,11 @@ from typing import Any
 from trainer.contract import typed
 from trainer.contract.atomicio import atomic_write_bytes, atomic_write_json
 from trainer.contract.errors import UserError, one_line
-from trainer.contract.typed import Invalid, bounded
+from trainer.contract.typed import Invalid
+from trainer.ensemble.calibration import Calibration, StdMap, upgrade_v1
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: a calibration map per quantity (calibration.py), members' seed and data
+READABLE_VERSIONS = (1, 2)
 MANIFEST_FILE = "manifest.json"
 MEMBERS_DIR = "members"
 UNITS = {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom"}
@@ -53,14 +55,6 @@ class TrainedMember:
 
 
 @dataclass(frozen=True)
-class Calibration:
-    """std -> factor * std, fitted on held-out data (1.0: not fitted)."""
-    energy: float = bounded(1.0, low=0.0, low_exclusive=True)
-    forces: float = bounded(1.0, low=0.0, low_exclusive=True)
-    fitted_on: dict[str, Any] | None = None   # which data the factors were fitted on, and when
-
-
-@dataclass(frozen=True)
 class MemberEntry:
     name: str
     checkpoint: str                 # path relative to ENSEMBLE_DIR
@@ -70,6 +64,8 @@ class MemberEntry:
     val_loss: float | None          # best validation loss (the epoch whose weights these are)
     epochs: int | None              # epoch at which these weights were saved
     hpo_trial_id: int | None = None  # "HPO trial": the search trial whose configuration it retrains
+    seed: int | None = None         # training seed (initialisation, shuffling, resample); None: not recorded
+    data: dict[str, Any] | None = None  # bootstrap (bool), train_samples, distinct_train_samples
 
     def check(self) -> None:
         if not _NAME.match(self.name):
@@ -98,8 +94,9 @@ class Manifest:
     checkpoints: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def check(self) -> None:
-        if self.format_version != FORMAT_VERSION:
-            raise Invalid("format_version", f"{self.format_version}; this program reads {FORMAT_VERSION}")
+        if self.format_version not in READABLE_VERSIONS:
+            raise Invalid("format_version", f"{self.format_version}; this program reads "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}")
         if not self.members:
             raise Invalid("members", "an ensemble needs at least one member")
         names = [m.name for m in self.members]
@@ -142,7 +139,8 @@ def write_manifest(ensemble_dir: str | Path, members: list[TrainedMember], run_d
         entries.append(MemberEntry(
             name=source.name, checkpoint=relative, sha256=hashlib.sha256(data).hexdigest(),
             params=dict(source.params), trial_id=source.trial_id, hpo_trial_id=source.hpo_trial_id,
-            val_loss=_float_or_none(state.get("val_loss")), epochs=_int_or_none(state.get("epoch"))))
+            val_loss=_float_or_none(state.get("val_loss")), epochs=_int_or_none(state.get("epoch")),
+            **trained_on(state)))
     radius, elements, source_elements = _agreed_data(stats)
     manifest = Manifest(radius=radius, max_neighbours=max_neighbours, elements=elements,
                         source_elements=source_elements, members=entries,
@@ -170,6 +168,9 @@ def read_manifest(ensemble_dir: str | Path) -> Manifest:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise EnsembleError(f"{path}: not a readable manifest ({type(err).__name__}: {err})") from None
+    if isinstance(data, dict) and data.get("format_version") == 1:
+        # Format 1 stored one factor per quantity: read it as scalar maps, and write format 2 from now on.
+        data = {**data, "format_version": FORMAT_VERSION, "calibration": upgrade_v1(data.get("calibration"))}
     manifest = typed.build(Manifest, data, origin=str(path))
     manifest.directory = ensemble_dir
     return manifest
@@ -192,14 +193,26 @@ def load_manifest(ensemble_dir: str | Path) -> Manifest:
     return manifest
 
 
-def set_calibration(ensemble_dir: str | Path, energy: float, forces: float,
+def set_calibration(ensemble_dir: str | Path, energy: StdMap | float, forces: StdMap | float,
                     fitted_on: dict[str, Any] | None = None) -> Manifest:
-    """Store recalibration factors (std -> factor * std) in the manifest, atomically."""
+    """Store the calibration maps (a number: the scalar map std -> number * std) in the manifest, atomically."""
     manifest = read_manifest(ensemble_dir)
-    manifest.calibration = typed.build(Calibration, {"energy": energy, "forces": forces, "fitted_on": fitted_on},
+    maps = [typed.to_dict(m) if isinstance(m, StdMap) else upgrade_v1({"energy": m})["energy"]
+            for m in (energy, forces)]
+    manifest.calibration = typed.build(Calibration, {"energy": maps[0], "forces": maps[1], "fitted_on": fitted_on},
                                        origin="calibration")
     atomic_write_json(Path(ensemble_dir) / MANIFEST_FILE, manifest.to_json())
     return manifest
+
+
+def trained_on(state: dict[str, Any]) -> dict[str, Any]:
+    """A best.pt's record of its training seed and data, as MemberEntry fields (none in older best.pt)."""
+    training = state.get("training")
+    if not isinstance(training, dict):
+        return {"seed": None, "data": None}
+    data = {key: training[key] for key in ("bootstrap", "train_samples", "distinct_train_samples")
+            if key in training}
+    return {"seed": _int_or_none(training.get("seed")), "data": data or None}
 
 
 def parse_checkpoint(data: bytes, path: Path) -> dict[str, Any]:

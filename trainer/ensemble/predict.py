@@ -11,10 +11,11 @@ not run under vmap at all. So a loop over members, each on a large batch, is
 what runs.
 
 Uncertainty is the population standard deviation over members (ddof=0,
-numpy's default) times the ensemble's calibration factor; both the raw and
-the calibrated std are kept. Structures with an element that the members
-never saw are refused as a whole (the error names the structure and
-element): a number for them would be extrapolation without a warning.
+numpy's default), mapped by the ensemble's calibration (a·σ or a·σ^b per
+quantity, calibration.py); both the raw and the calibrated std are kept.
+Structures with an element that the members never saw are refused as a
+whole (the error names the structure and element): a number for them would
+be extrapolation without a warning.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from trainer.contract.errors import UserError, one_line
 from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays, offsets
+from trainer.ensemble.calibration import StdMap
 from trainer.ensemble.manifest import EnsembleError, Manifest, load_manifest
 from trainer.models.build import DataStats, EnergyForceModel, build_model
 
@@ -51,8 +53,8 @@ class Prediction:
     energy_std_raw: np.ndarray        # [G] eV, std over members
     forces_mean: np.ndarray           # [A, 3] eV/Å
     forces_std_raw: np.ndarray        # [A, 3] eV/Å, std over members, per component
-    energy_factor: float              # calibration: std -> factor * std
-    forces_factor: float
+    energy_calibration: StdMap        # raw std -> calibrated std (calibration.py)
+    forces_calibration: StdMap
     member_names: list[str]
     member_energy: np.ndarray | None = None   # [K, G] eV, when asked for
     member_forces: np.ndarray | None = None   # [K, A, 3] eV/Å, when asked for
@@ -60,12 +62,12 @@ class Prediction:
     @property
     def energy_std(self) -> np.ndarray:
         """Calibrated energy std (eV)."""
-        return self.energy_std_raw * self.energy_factor
+        return self.energy_calibration.apply(self.energy_std_raw)
 
     @property
     def forces_std(self) -> np.ndarray:
         """Calibrated force std per component (eV/Å)."""
-        return self.forces_std_raw * self.forces_factor
+        return self.forces_calibration.apply(self.forces_std_raw)
 
     @cached_property
     def atom_offsets(self) -> np.ndarray:
@@ -87,8 +89,12 @@ class Ensemble:
 
     @classmethod
     def load(cls, ensemble_dir: str | Path, device: str | torch.device = "cpu") -> "Ensemble":
+        return cls.from_manifest(load_manifest(ensemble_dir), device)
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, device: str | torch.device = "cpu") -> "Ensemble":
+        """The members of a loaded manifest (checkpoints verified and read: `load_manifest`)."""
         device = _device(device)
-        manifest = load_manifest(ensemble_dir)
         models = []
         for member, state in zip(manifest.members, manifest.checkpoints):
             path = manifest.path_of(member)

@@ -8,7 +8,7 @@
                 Reference labels of the input (its calculator) are not carried over.
   .csv          one row per structure; the unit is in every column name.
   .json         everything, per structure, with the units stated once.
-The "std" columns are calibrated (the manifest's factors); "std_raw" are the members' spread.
+The "std" columns are calibrated (the manifest's maps); "std_raw" are the members' spread.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 from ase import Atoms
 
+from trainer.contract import typed
 from trainer.contract.atomicio import atomic_output, atomic_write_text
 from trainer.contract.errors import UserError
 from trainer.contract.text import table
@@ -116,7 +117,8 @@ def write_json(path: Path, structures: Sequence[Atoms], pred: "Prediction", ense
         records.append(record)
     document = {"units": {"energy": ENERGY_UNIT, "forces": FORCES_UNIT}, "ensemble": ensemble,
                 "members": pred.member_names,
-                "calibration": {"energy": pred.energy_factor, "forces": pred.forces_factor},
+                "calibration": {"energy": typed.to_dict(pred.energy_calibration),
+                                "forces": typed.to_dict(pred.forces_calibration)},
                 "structures": records}
     atomic_write_text(path, json.dumps(document) + "\n")
 
