@@ -212,8 +212,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             try:
                 return _convert(option, value, key)
             except Invalid as err:
-                errors.append(err.problem)
-        raise Invalid(key, errors[0] if len(errors) == 1 else " or ".join(errors))
+                errors.append(err)
+        if len(errors) == 1:  # e.g. an optional section: its own error, naming the key inside it
+            raise errors[0]
+        raise Invalid(key, " or ".join(err.problem for err in errors))
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return value
