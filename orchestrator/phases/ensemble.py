@@ -17,7 +17,7 @@ from pathlib import Path
 
 from trainer.contract import typed
 from trainer.contract.errors import UserError
-from trainer.contract.trialconfig import TrialConfig, load_trial
+from trainer.contract.trialconfig import RESULT_FILE, TrialConfig, load_trial
 from trainer.ensemble.manifest import TrainedMember
 
 from orchestrator.phases.run import check_datasets, run_phase
@@ -40,6 +40,11 @@ class EnsemblePlan:
     top_k: int
     max_epochs: int
     patience: int | None
+    min_steps: int | None = None   # at least so many optimiser steps per member, where epochs are short
+
+    def as_meta(self) -> dict:
+        return {"top_k": self.top_k, "max_epochs": self.max_epochs, "patience": self.patience,
+                "min_steps": self.min_steps}
 
 
 def select_top(trials: list[Trial], k: int) -> list[Trial]:
@@ -52,9 +57,11 @@ def select_top(trials: list[Trial], k: int) -> list[Trial]:
 
 
 def member_config(parent: TrialConfig, plan: EnsemblePlan) -> TrialConfig:
-    """The parent's trial, trained to convergence: more epochs, early stopping, best weights kept."""
+    """The parent's trial, trained to convergence: more epochs (and at least min_steps), early stopping,
+    best weights kept; the HPO's own step or time budget no longer caps it."""
     data = typed.to_dict(parent)
-    data["training"].update(epochs=plan.max_epochs, patience=plan.patience)
+    data["training"].update(epochs=plan.max_epochs, min_steps=plan.min_steps, max_steps=None, max_seconds=None,
+                            patience=plan.patience)
     data["output"]["keep_best"] = True
     data["name"] = f"member-of-{parent.name}"
     return typed.build(TrialConfig, data, origin="ensemble member")
@@ -64,8 +71,7 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[int]:
     """The chosen HPO trial ids; fixed at the first call so a resumed phase trains the same members."""
     chosen = db.get_meta(SELECTION_KEY)
     started = db.get_meta("ensemble_plan")
-    if started is not None and started != {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
-                                           "patience": plan.patience}:
+    if started is not None and {"min_steps": None, **started} != plan.as_meta():
         raise UserError(f"{db.path}: the ensemble phase was started with {started}; "
                         "run gfm-ensemble train again with those settings to continue it")
     if chosen is None:
@@ -76,9 +82,35 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[int]:
             log.warning("only %d distinct completed configurations for an ensemble of %d", len(top), plan.top_k)
         chosen = [t.trial_id for t in top]
         db.set_meta(SELECTION_KEY, chosen)
-        db.set_meta("ensemble_plan", {"top_k": plan.top_k, "max_epochs": plan.max_epochs,
-                                      "patience": plan.patience})
+        db.set_meta("ensemble_plan", plan.as_meta())
     return chosen
+
+
+def member_walltime(settings: runconfig.RunSettings, plan: EnsemblePlan, parents: list[dict]) -> float | None:
+    """The HPO trials' wall time scaled by how many more steps a member may take than its parent
+    (from the parents' result.json: the HPO steps they took and their steps per epoch)."""
+    if settings.trial_walltime is None:
+        return None
+    ratio = 1.0
+    for result in parents:
+        per_epoch, done = result.get("steps_per_epoch"), result.get("steps_done")
+        if per_epoch and done:
+            ratio = max(ratio, max(plan.max_epochs * per_epoch, plan.min_steps or 0) / done)
+        elif settings.epochs:  # a parent without step counts: epochs are all there is to scale by
+            ratio = max(ratio, plan.max_epochs / settings.epochs)
+    return settings.trial_walltime * ratio
+
+
+def _parent_results(run_dir: Path, plan: EnsemblePlan) -> list[dict]:
+    """The result.json of each HPO trial the phase retrains (or would choose now), read-only."""
+    with TrialDB(run_dir) as db:
+        chosen = db.get_meta(SELECTION_KEY) or [t.trial_id for t in select_top(db.trials("hpo"), plan.top_k)]
+        directories = [db.get(trial_id).trial_dir for trial_id in chosen]
+    results = []
+    for directory in directories:
+        path = Path(directory) / RESULT_FILE if directory else None
+        results.append(json.loads(path.read_text()) if path is not None and path.exists() else {})
+    return results
 
 
 def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None = None,
@@ -88,8 +120,8 @@ def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None 
     settings = runconfig.load(run_dir)
     site = load_site(settings.site)
     check_datasets(settings.data)
-    # The HPO wall time was set for settings.epochs epochs; members may train up to max_epochs.
-    walltime = settings.trial_walltime and settings.trial_walltime * max(1.0, plan.max_epochs / settings.epochs)
+    # The HPO wall time was set for the HPO budget; members may take many more steps.
+    walltime = member_walltime(settings, plan, _parent_results(run_dir, plan)) if settings.trial_walltime else None
     settings = dataclasses.replace(settings, trial_walltime=walltime, timeout=None)
 
     def members(db: TrialDB) -> FixedProposer:
