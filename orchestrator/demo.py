@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
          "--space", "demo", "--data", dataset, "--run-dir", run, "--set", "training.batch_size=16")
     step("where the search stands", "gfm-hpo", "status", run)
     step(f"train the top {args.members} configurations to convergence: the deep ensemble", "gfm-ensemble",
-         "train", run, "--top-k", str(args.members), "--max-epochs", "20", "--patience", "5")
+         "train", run, "--top-k", str(args.members), "--max-epochs", "20", "--patience", "5",
+         "--min-steps", "0")  # explicit small budgets: the demo stays within a couple of minutes
     predictions = out / "predictions.extxyz"
     step("predict held-out structures: energy and forces as mean ± std", "gfm-ensemble", "predict", held_out,
          "-e", run / "ensemble", "-o", predictions)

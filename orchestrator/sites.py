@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import site_configs
-from trainer.contract import typed
+from trainer.contract import packaged, typed
 from trainer.contract.errors import UserError
 from trainer.contract.typed import ConfigError, Invalid, bounded
 
@@ -100,12 +100,12 @@ class SiteConfig:
 
 
 def known_sites() -> list[str]:
-    return typed.packaged_names(PACKAGED)
+    return packaged.packaged_names(PACKAGED)
 
 
 def load_site(name_or_path: str | Path) -> SiteConfig:
     """A packaged site by name ("frontier") or a user's site file by path."""
-    path = typed.packaged_or_path(name_or_path, PACKAGED, "site")
+    path = packaged.packaged_or_path(name_or_path, PACKAGED, "site")
     site = typed.load(SiteConfig, path)
     object.__setattr__(site, "_origin", str(path))  # not a field: to_dict/build must not see it
     return site

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer.contract import typed
+from trainer.contract import packaged, typed
 from trainer.contract.trialconfig import ModelConfig, TrainingConfig, TrialConfig
 from trainer.contract.typed import ConfigError
 
@@ -150,7 +150,7 @@ class SearchSpace:
 
 def load_space(path: str | Path | None = None) -> SearchSpace:
     """Read a search space: a YAML path, a packaged name ("table_iv", "small"), or None for Table IV."""
-    candidate = typed.packaged_or_path(DEFAULT if path is None else path, PACKAGED, "search space")
+    candidate = packaged.packaged_or_path(DEFAULT if path is None else path, PACKAGED, "search space")
     return parse_space(typed.read_yaml(candidate), origin=str(candidate))
 
 

@@ -13,12 +13,16 @@ ENERGY_SCALE, FORCE_SCALE = 0.02, 1.2
 
 
 @pytest.fixture(scope="module")
-def labelled_batch(session_data, variant) -> Batch:
+def labelled_graphs(session_data, variant) -> GraphArrays:
     frames = session_data.frames(variant, "molecules", 6)
-    graphs = GraphArrays.from_atoms(frames, radius=5.0, max_neighbours=50,
-                                    energies=[a.get_potential_energy() for a in frames],
-                                    forces=[a.get_forces() for a in frames])
-    return Batch.from_arrays(graphs, dtype=torch.float64)
+    return GraphArrays.from_atoms(frames, radius=5.0, max_neighbours=50,
+                                  energies=[a.get_potential_energy() for a in frames],
+                                  forces=[a.get_forces() for a in frames])
+
+
+@pytest.fixture(scope="module")
+def labelled_batch(labelled_graphs) -> Batch:
+    return Batch.from_arrays(labelled_graphs, dtype=torch.float64)
 
 
 def predictions(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,3 +68,37 @@ def test_zero_weights_are_refused():
     with pytest.raises(ValueError, match="cannot both be 0"):
         LossWeights(0.0, 0.0, ENERGY_SCALE, FORCE_SCALE).shares
     assert np.allclose(LossWeights(0.0, 2.0, ENERGY_SCALE, FORCE_SCALE).shares, (0.0, 1.0))
+
+
+def test_huber_is_the_squared_error_within_delta_and_linear_beyond(labelled_batch):
+    energy, forces = predictions(labelled_batch)
+    counts = (labelled_batch.num_graphs, len(labelled_batch.atomic_numbers))
+    mse = LossWeights(1.0, 10.0, ENERGY_SCALE, FORCE_SCALE)
+    wide = LossWeights(1.0, 10.0, ENERGY_SCALE, FORCE_SCALE, "huber", delta=1e6)
+    narrow = LossWeights(0.0, 1.0, ENERGY_SCALE, FORCE_SCALE, "huber", delta=0.05)
+    loss_mse, sums_mse = batch_loss(energy, forces, labelled_batch, mse, *counts)
+    loss_wide, sums_wide = batch_loss(energy, forces, labelled_batch, wide, *counts)
+    assert loss_wide.item() == pytest.approx(loss_mse.item(), rel=1e-12)
+    loss_narrow, sums_narrow = batch_loss(energy, forces, labelled_batch, narrow, *counts)
+    x = ((forces - labelled_batch.forces) / FORCE_SCALE).abs()
+    expected = torch.where(x <= 0.05, x * x, 0.1 * x - 0.0025).mean().item()
+    assert loss_narrow.item() == pytest.approx(expected, rel=1e-12)
+    assert loss_narrow.item() < loss_of(labelled_batch, 0.0, 1.0)[0]
+    # The error sums, and so every metric and the validation loss, stay squared errors.
+    assert torch.equal(sums_mse, sums_wide) and torch.equal(sums_mse, sums_narrow)
+
+
+@pytest.mark.parametrize("kind", ["mse", "huber"])
+def test_shares_with_global_counts_add_up_to_the_whole_batch(labelled_graphs, labelled_batch, kind):
+    """What W ranks rely on: each rank's loss over the GLOBAL counts sums to one process's loss."""
+    weights = LossWeights(1.0, 10.0, ENERGY_SCALE, FORCE_SCALE, kind, delta=0.3)
+    energy, forces = predictions(labelled_batch)
+    graphs, atoms = labelled_batch.num_graphs, len(labelled_batch.atomic_numbers)
+    whole, _ = batch_loss(energy, forces, labelled_batch, weights, graphs, atoms)
+    first_atoms = int(labelled_batch.num_atoms[:2].sum())
+    halves = [(Batch.from_arrays(labelled_graphs.select(np.arange(2)), dtype=torch.float64),
+               energy[:2], forces[:first_atoms]),
+              (Batch.from_arrays(labelled_graphs.select(np.arange(2, graphs)), dtype=torch.float64),
+               energy[2:], forces[first_atoms:])]
+    parts = sum(batch_loss(e, f, b, weights, graphs, atoms)[0] for b, e, f in halves)
+    assert parts.item() == pytest.approx(whole.item(), rel=1e-12)

@@ -47,8 +47,12 @@ def result_of(trial_dir: Path) -> dict:
     return json.loads((trial_dir / "result.json").read_text())
 
 
+def state_of(trial_dir: Path, name: str = "checkpoint.pt") -> dict:
+    return torch.load(trial_dir / name, weights_only=True)
+
+
 def weights(trial_dir: Path, name: str = "checkpoint.pt") -> dict[str, torch.Tensor]:
-    return torch.load(trial_dir / name, weights_only=True)["model"]
+    return state_of(trial_dir, name)["model"]
 
 
 def assert_same_weights(a: dict, b: dict, atol: float) -> None:
@@ -129,7 +133,10 @@ def test_template_is_a_valid_trial(tmp_path, molecules_bp):
 @pytest.mark.parametrize("bootstrap", [False, True])
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path, molecules_bp, bootstrap):
     """SIGTERM mid-epoch: checkpoint, status interrupted, exit 75; rerun finishes as if never stopped
-    (also when training on a bootstrap resample, which the resumed run must draw again identically)."""
+    (also when training on a bootstrap resample, which the resumed run must draw again identically).
+
+    With the default recipe: the weight average, cosine schedule and stage two (the last 20 % of the
+    3 epochs' steps, so the stop in epoch 2 falls before it and the resumed run crosses into it)."""
     options = {"training": {"epochs": 3, "batch_size": 4, "seed": 3}, "data": {"bootstrap": bootstrap}}
     reference = make_trial(tmp_path / "reference", molecules_bp, **options)
     assert gfm_train(reference).returncode == 0
@@ -154,7 +161,11 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, molecules_bp, boot
     assert final["status"] == "completed" and final["resumed_from_epoch"] == 1
     for got, want in zip(final["epochs"], expected["epochs"], strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
+        assert got["steps"] == want["steps"] and got["learning_rate"] == pytest.approx(want["learning_rate"])
+    assert final["steps_done"] == expected["steps_done"] and final["stop_reason"] == "epoch budget"
     assert_same_weights(weights(trial), weights(reference), atol=1e-5)
+    assert_same_weights(state_of(trial)["ema"], state_of(reference)["ema"], atol=1e-5)
+    assert_same_weights(weights(trial, "best.pt"), weights(reference, "best.pt"), atol=1e-5)
 
 
 @emt_only
@@ -183,6 +194,7 @@ def test_early_stopping_on_patience(tmp_path, molecules_bp):
     *(pytest.param(v, {}, id=f"{v}-plain") for v in VARIANTS),
     pytest.param("emt", {"zero1": True}, id="emt-zero1"),
     pytest.param("emt", {"activation_checkpointing": True}, id="emt-activation_checkpointing"),
+    pytest.param("emt", {"loss": "huber", "huber_delta": 0.3, "amsgrad": True}, id="emt-huber-amsgrad"),
 ], indirect=["variant"])
 def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path, molecules_bp, technique):
     """DDP: 2 ranks x 8 graphs give the model of 1 rank x 16 graphs (memory techniques included)."""

@@ -13,7 +13,14 @@ spikes. Adam itself does not care about the scale of the loss.
 
 The loss of a rank's batch is divided by the GLOBAL numbers of graphs and atoms in the step:
 summed over ranks it is exactly the loss of one process holding the whole
-global batch, whatever the size-balanced sampler gave each rank.
+global batch, whatever the size-balanced sampler gave each rank. The Huber
+option keeps that: it is a per-component penalty summed the same way,
+2·δ·|x| − δ² beyond δ and x² within, so it equals the squared error for
+small errors and only large ones count linearly.
+
+The error sums (and so the validation loss, the HPO objective) are always
+squared errors with the trial's base weights, whatever the training loss and
+stage two do, so objectives stay comparable across trials and stages.
 """
 from __future__ import annotations
 
@@ -33,6 +40,8 @@ class LossWeights:
     force: float
     energy_scale: float   # eV/atom
     force_scale: float    # eV/Å
+    kind: str = "mse"     # of the loss to train on: "mse" or "huber"
+    delta: float = 1.0    # huber: in units of the scales
 
     @property
     def shares(self) -> tuple[float, float]:
@@ -54,10 +63,17 @@ def batch_loss(energy: torch.Tensor, forces: torch.Tensor, batch: Batch, weights
     """(loss to backpropagate, detached error sums in the order of SUM_FIELDS)."""
     energy_error = (energy - batch.energy) / batch.num_atoms.to(energy.dtype)   # eV/atom
     force_error = forces - batch.forces                                         # eV/Å
-    energy_sq = (batch.weight * (energy_error / weights.energy_scale) ** 2).sum()
-    force_sq = (batch.weight[batch.graph_index] * ((force_error / weights.force_scale) ** 2).mean(dim=1)).sum()
+    energy_normal, force_normal = energy_error / weights.energy_scale, force_error / weights.force_scale
+    atom_weight = batch.weight[batch.graph_index]
+    energy_sq = (batch.weight * energy_normal ** 2).sum()
+    force_sq = (atom_weight * (force_normal ** 2).mean(dim=1)).sum()
+    if weights.kind == "huber":
+        energy_term = (batch.weight * _huber(energy_normal, weights.delta)).sum()
+        force_term = (atom_weight * _huber(force_normal, weights.delta).mean(dim=1)).sum()
+    else:
+        energy_term, force_term = energy_sq, force_sq
     energy_share, force_share = weights.shares
-    loss = energy_share * energy_sq / max(global_graphs, 1) + force_share * force_sq / max(global_atoms, 1)
+    loss = energy_share * energy_term / max(global_graphs, 1) + force_share * force_term / max(global_atoms, 1)
     with torch.no_grad():
         sums = torch.stack([
             energy_sq, force_sq,
@@ -65,6 +81,12 @@ def batch_loss(energy: torch.Tensor, forces: torch.Tensor, batch: Batch, weights
             energy_error.abs().sum(), force_error.abs().mean(dim=1).sum(),
         ]).to(torch.float64)
     return loss, sums
+
+
+def _huber(x: torch.Tensor, delta: float) -> torch.Tensor:
+    """x² within delta, 2·delta·|x| − delta² beyond: continuous with a continuous slope at delta."""
+    size = x.abs()
+    return torch.where(size <= delta, x * x, 2.0 * delta * size - delta * delta)
 
 
 def summarise(sums: list[float], weights: LossWeights) -> dict[str, float]:

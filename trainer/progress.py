@@ -14,8 +14,10 @@ _REFRESH_S = 0.2
 
 
 class EpochProgress:
-    def __init__(self, enabled: bool, epoch: int, epochs: int, steps: int):
-        self.enabled, self.epoch, self.epochs, self.steps = enabled, epoch, epochs, max(steps, 1)
+    def __init__(self, enabled: bool, epoch: int, epochs: int | None, steps: int):
+        self.enabled, self.epoch, self.steps = enabled, epoch, max(steps, 1)
+        # "epoch 3/40", or "epoch 3" where only the wall time ends training
+        self.label = f"epoch {epoch}/{epochs}" if epochs is not None else f"epoch {epoch}"
         self.bar = enabled and sys.stdout.isatty()
         self._last = 0.0
 
@@ -24,7 +26,7 @@ class EpochProgress:
             return
         self._last = time.monotonic()
         done = int(_BAR_WIDTH * step / self.steps)
-        sys.stdout.write(f"\repoch {self.epoch}/{self.epochs} [{'#' * done}{' ' * (_BAR_WIDTH - done)}] "
+        sys.stdout.write(f"\r{self.label} [{'#' * done}{' ' * (_BAR_WIDTH - done)}] "
                          f"{step}/{self.steps}")
         sys.stdout.flush()
 
@@ -33,7 +35,8 @@ class EpochProgress:
             return
         if self.bar:
             sys.stdout.write("\r" + " " * (_BAR_WIDTH + 40) + "\r")
-        print(f"epoch {record.epoch}/{self.epochs}  train loss {record.train_loss:.4f}  "
+        print(f"{self.label}  train loss {record.train_loss:.4f}  "
               f"val loss {record.val_loss:.4f}  energy MAE {record.val_energy_mae:.1f} meV/atom  "
               f"force MAE {record.val_force_mae:.1f} meV/Å  {record.seconds:.1f} s  "
-              f"{record.graphs_per_second:.0f} graphs/s  lr {record.learning_rate:.2e}", flush=True)
+              f"{record.graphs_per_second:.0f} graphs/s  lr {record.learning_rate:.2e}  step {record.steps}",
+              flush=True)

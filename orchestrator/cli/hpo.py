@@ -1,6 +1,7 @@
 """`gfm-hpo`: launch, run, resume and inspect an asynchronous hyperparameter search.
 
-  gfm-hpo launch --site frontier --nodes 8192 --data ani1x.bp qm7x.bp [--dry-run [--json]]
+  gfm-hpo launch --site frontier --nodes 8192 --data ani1x.bp qm7x.bp [--epochs 10 | --steps N]
+                 [--dry-run [--json]]
   gfm-hpo run RUN_DIR          what the batch job executes (also: run in the foreground)
   gfm-hpo resume RUN_DIR       continue a stopped search: nothing completed is lost or repeated
   gfm-hpo status RUN_DIR       counts, best trials, what each slice runs, utilisation
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from search_spaces import PACKAGED as SPACES
-from trainer.contract import locations, typed
+from trainer.contract import locations, packaged, typed
 from trainer.contract.errors import UserError, run_cli
 
 from orchestrator.launch import slurm
@@ -29,12 +30,14 @@ RUN_DIR_HELP = "the run directory (gfm-hpo launch --run-dir; by default runs/hpo
 def _launch_parser(commands) -> None:
     launch = commands.add_parser("launch", help="start a search (submits a batch job on a Slurm site)")
     launch.add_argument("--site", default="local",
-                        help=f"packaged site ({', '.join(typed.packaged_names(SITES))}) or a site YAML's path [local]")
+                        help=f"packaged site ({', '.join(packaged.packaged_names(SITES))}) or a site YAML's path [local]")
     launch.add_argument("--nodes", type=int, help="nodes to use (default: the whole allocation)")
     launch.add_argument("--nodes-per-trial", type=int, help="slice size (default: the site's)")
     launch.add_argument("--max-evals", type=int, default=100, help="trials to run [100]")
-    launch.add_argument("--epochs", type=int, default=10, help="constant fidelity: epochs per trial [10]")
-    launch.add_argument("--space", help=f"packaged search space ({', '.join(typed.packaged_names(SPACES))}) or a "
+    fidelity = launch.add_mutually_exclusive_group()
+    fidelity.add_argument("--epochs", type=int, help="constant fidelity: epochs per trial [10]")
+    fidelity.add_argument("--steps", type=int, help="constant fidelity in optimiser steps per trial, instead of epochs")
+    launch.add_argument("--space", help=f"packaged search space ({', '.join(packaged.packaged_names(SPACES))}) or a "
                                         "space YAML's path [table_iv: the paper's Table IV]")
     launch.add_argument("--data", nargs="+", default=[], metavar="FILE.bp", help="datasets to train on")
     launch.add_argument("--run-dir", type=Path, help="run directory (default: runs/hpo-<time>)")
@@ -76,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> RunSettings:
     raw = {"site": args.site, "data": [str(Path(p).resolve()) for p in args.data] or ["<none>"],
            "nodes": args.nodes, "nodes_per_trial": args.nodes_per_trial, "max_evals": args.max_evals,
-           "epochs": args.epochs, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
+           "epochs": None if args.steps is not None else 10 if args.epochs is None else args.epochs,
+           "steps": args.steps, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
            "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
            "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set)}
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from trainer.contract import locations, typed
 from trainer.contract.errors import UserError
-from trainer.contract.trialconfig import TrialConfig, load_trial
+from trainer.contract.trialconfig import RESULT_FILE, TrialConfig, load_trial
 from trainer.ensemble.manifest import TrainedMember
 
 from orchestrator.phases.run import check_datasets, run_phase
@@ -45,6 +45,7 @@ class EnsemblePlan:
     patience: int | None
     seeds: int = 1            # members per configuration, each with its own initialisation seed
     bootstrap: bool = False   # each member trains on its own resample (with replacement) of the training split
+    min_steps: int | None = None   # at least so many optimiser steps per member, where epochs are short
 
     def record(self) -> dict:
         return dataclasses.asdict(self)
@@ -67,10 +68,12 @@ def select_top(trials: list[Trial], k: int) -> list[Trial]:
 
 
 def member_config(parent: TrialConfig, plan: EnsemblePlan, seed: int | None = None) -> TrialConfig:
-    """The parent's trial, trained to convergence: more epochs, early stopping, best weights kept,
-    with the member's seed and, under --bootstrap, its own resample of the training data."""
+    """The parent's trial, trained to convergence: more epochs (and at least min_steps), early stopping,
+    best weights kept, the HPO's own step or time budget no longer capping it; with the member's seed
+    and, under --bootstrap, its own resample of the training data."""
     data = typed.to_dict(parent)
-    data["training"].update(epochs=plan.max_epochs, patience=plan.patience)
+    data["training"].update(epochs=plan.max_epochs, min_steps=plan.min_steps, max_steps=None, max_seconds=None,
+                            patience=plan.patience)
     if seed is not None:
         data["training"]["seed"] = seed
     data["data"]["bootstrap"] = plan.bootstrap
@@ -94,7 +97,7 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[Member]:
     # A phase started before --seeds and --bootstrap existed: its plan says neither, and meant one
     # member per configuration with the parent's own seed and the whole training split.
     legacy = started is not None and "seeds" not in started
-    if started is not None and {"seeds": 1, "bootstrap": False, **started} != plan.record():
+    if started is not None and {"seeds": 1, "bootstrap": False, "min_steps": None, **started} != plan.record():
         raise UserError(f"{db.path}: the ensemble phase was started with {started}; "
                         "run gfm-ensemble train again with those settings to continue it")
     if chosen is None:
@@ -111,6 +114,33 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[Member]:
     return plan_members(chosen, plan)
 
 
+def member_walltime(settings: runconfig.RunSettings, plan: EnsemblePlan, parents: list[dict]) -> float | None:
+    """The HPO trials' wall time scaled by how many more steps a member may take than its parent
+    (from the parents' result.json: the HPO steps they took and their steps per epoch)."""
+    if settings.trial_walltime is None:
+        return None
+    ratio = 1.0
+    for result in parents:
+        per_epoch, done = result.get("steps_per_epoch"), result.get("steps_done")
+        if per_epoch and done:
+            ratio = max(ratio, max(plan.max_epochs * per_epoch, plan.min_steps or 0) / done)
+        elif settings.epochs:  # a parent without step counts: epochs are all there is to scale by
+            ratio = max(ratio, plan.max_epochs / settings.epochs)
+    return settings.trial_walltime * ratio
+
+
+def _parent_results(run_dir: Path, plan: EnsemblePlan) -> list[dict]:
+    """The result.json of each HPO trial the phase retrains (or would choose now), read-only."""
+    with TrialDB(run_dir) as db:
+        chosen = db.get_meta(SELECTION_KEY) or [t.trial_id for t in select_top(db.trials("hpo"), plan.top_k)]
+        directories = [db.get(trial_id).trial_dir for trial_id in chosen]
+    results = []
+    for directory in directories:
+        path = Path(directory) / RESULT_FILE if directory else None
+        results.append(json.loads(path.read_text()) if path is not None and path.exists() else {})
+    return results
+
+
 def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None = None,
                   display=None) -> int:
     """Run (or resume) the ensemble phase of RUN_DIR; the manager's exit status."""
@@ -118,8 +148,8 @@ def train_members(run_dir: Path, plan: EnsemblePlan, env: dict[str, str] | None 
     settings = runconfig.load(run_dir)
     site = load_site(settings.site)
     check_datasets(settings.data)
-    # The HPO wall time was set for settings.epochs epochs; members may train up to max_epochs.
-    walltime = settings.trial_walltime and settings.trial_walltime * max(1.0, plan.max_epochs / settings.epochs)
+    # The HPO wall time was set for the HPO budget; members may take many more steps.
+    walltime = member_walltime(settings, plan, _parent_results(run_dir, plan)) if settings.trial_walltime else None
     settings = dataclasses.replace(settings, trial_walltime=walltime, timeout=None)
 
     def members(db: TrialDB) -> FixedProposer:

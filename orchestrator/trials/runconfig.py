@@ -33,7 +33,8 @@ class RunSettings:
     nodes: int | None = bounded(None, low=1, doc="nodes to use; null: the whole allocation")
     nodes_per_trial: int | None = bounded(None, low=1, doc="slice size; null: the site's default")
     max_evals: int = bounded(100, low=1, doc="HPO trials to run (failed ones count)")
-    epochs: int = bounded(10, low=1, doc="constant fidelity: epochs every HPO trial trains")
+    epochs: int | None = bounded(10, low=1, doc="constant fidelity: epochs every HPO trial trains; null: steps")
+    steps: int | None = bounded(None, low=1, doc="constant fidelity in optimiser steps instead of epochs")
     space: str | None = field(default=None, metadata={"doc": "search space file or packaged name; null: Table IV"})
     seed: int = bounded(0, low=0, doc="seed of the optimiser and of every trial")
     trial_walltime: float | None = bounded(None, low=0.0, low_exclusive=True,
@@ -49,6 +50,8 @@ class RunSettings:
     def check(self) -> None:
         if not self.data:
             raise Invalid("data", "at least one dataset is needed (--data FILE.bp)")
+        if (self.epochs is None) == (self.steps is None):
+            raise Invalid("steps", "the fidelity is either epochs or steps: give one of them")
 
 
 def save(run_dir: Path, settings: RunSettings) -> None:
@@ -74,11 +77,12 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def base_trial(settings: RunSettings, threads: int | None, epochs: int | None = None) -> TrialConfig:
-    """The trial every proposal is written into: data, epoch budget, seed, threads, overrides."""
+def base_trial(settings: RunSettings, threads: int | None) -> TrialConfig:
+    """The trial every proposal is written into: data, budget (the fidelity), seed, threads, overrides."""
     config = TrialConfig(data=DataConfig(sources=[SourceConfig(path=str(Path(p).resolve())) for p in settings.data]))
     data = typed.to_dict(config)
-    data["training"].update(epochs=epochs or settings.epochs, seed=settings.seed, threads=threads)
+    # The same budget for every trial: so many epochs, or exactly so many steps whatever the data.
+    data["training"].update(epochs=settings.epochs, max_steps=settings.steps, seed=settings.seed, threads=threads)
     for dotted, value in settings.trial.items():
         typed.set_dotted(data, dotted, value, where="trial override", create=False)
     return typed.build(TrialConfig, data, origin=f"{RUN_FILE}: trial")

@@ -2,6 +2,7 @@
 
   errors       one-line user errors (exit 2) and the command-line convention
   typed        YAML onto typed dataclasses, with errors naming file and key
+  packaged     the YAML files the package ships (sites, search spaces), by name or path
   atomicio     files written whole or not at all (temp file, fsync, rename)
   trialconfig  the schema of TRIAL_DIR/trial.yaml
   result       TRIAL_DIR/result.json and the trainer's exit codes

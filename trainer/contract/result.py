@@ -21,6 +21,7 @@ EXIT_BAD_CONFIG = 2
 EXIT_INTERRUPTED = 75   # sysexits' EX_TEMPFAIL: stopped by a signal, resumable from its checkpoint
 
 STATUSES = ("running", "completed", "failed", "interrupted")
+STOP_REASONS = ("epoch budget", "step budget", "wall time", "early stopping")
 
 
 @dataclass
@@ -32,7 +33,8 @@ class EpochRecord:
     val_force_mae: float      # meV/Å
     seconds: float
     graphs_per_second: float
-    learning_rate: float
+    learning_rate: float      # of the epoch's last step
+    steps: int = 0            # optimiser steps of the trial by the end of this epoch (the last may be partial)
 
 
 @dataclass
@@ -54,7 +56,10 @@ class Result:
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     resumed_from_epoch: int | None = None
-    stop_reason: str | None = None     # "epoch budget" or "early stopping" when completed
+    stop_reason: str | None = None     # one of STOP_REASONS when completed
+    steps_done: int = 0                # optimiser steps
+    steps_per_epoch: int | None = None
+    planned_steps: int | None = None   # the budget in steps (null: only the wall time ends training)
 
     @property
     def objective(self) -> float | None:

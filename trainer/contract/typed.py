@@ -115,23 +115,6 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str, create
     node[last] = value
 
 
-def packaged_or_path(name_or_path: str | Path, folder: Path, what: str) -> Path:
-    """A file given by path, or by the name of a YAML file packaged in `folder` ("frontier", "small")."""
-    path = Path(name_or_path)
-    # A directory of that name (the repository's demo/ next to the packaged space "demo") is never the file meant.
-    if path.is_file() or path.suffix or "/" in str(name_or_path):
-        return path
-    packaged = folder / f"{name_or_path}.yaml"
-    if not packaged.exists():
-        raise ConfigError(f"{name_or_path}: no such file, and not a packaged {what} "
-                          f"(packaged: {', '.join(packaged_names(folder))})")
-    return packaged
-
-
-def packaged_names(folder: Path) -> list[str]:
-    return sorted(p.stem for p in folder.glob("*.yaml"))
-
-
 # -- internals ---------------------------------------------------------------
 
 def _kind(value: Any) -> str:
@@ -213,8 +196,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
             try:
                 return _convert(option, value, key)
             except Invalid as err:
-                errors.append(err.problem)
-        raise Invalid(key, errors[0] if len(errors) == 1 else " or ".join(errors))
+                errors.append(err)
+        if len(errors) == 1:  # e.g. an optional section: its own error, naming the key inside it
+            raise errors[0]
+        raise Invalid(key, " or ".join(err.problem for err in errors))
     if origin is Literal:
         if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
             return value
