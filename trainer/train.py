@@ -120,7 +120,7 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
                                source_weights, dtype)
     val_loader = EpochLoader(val_store, cfg.batch_size, cfg.seed, True, source_weights, dtype)
 
-    model = build_model(config.model, stats, cfg.activation_checkpointing).to(ctx.device, dtype)
+    model = build_model(config.model, stats, cfg.activation_checkpointing, dtype).to(ctx.device)
     wrapped = (DistributedDataParallel(model, broadcast_buffers=False) if ctx.distributed else model)
     optimizer = make_optimizer(model.parameters(), cfg)
     schedule = Schedule(optimizer, cfg)
