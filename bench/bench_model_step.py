@@ -1,21 +1,23 @@
 """Graphs per second of the models: one training step (forward + backward + AdamW) and inference.
 
     python bench/bench_model_step.py [--threads 2] [--repeats 3] [--seconds 0.4]
-                                     [--backbones EGNN PNA SchNet] [--sizes SMALL MEDIUM]
+                                     [--backbones EGNN PNA SchNet PaiNN MACE] [--sizes SMALL MEDIUM]
                                      [--no-baselines]
 
 Workload (the project's speed targets): ethanol frames of
 ../shared/data/molecules/ethanol_train.xyz.xz (9 atoms, 72 edges at 5 Å),
 batches of 32 graphs for training (AdamW lr 1e-3, fused) and 64 for inference
 (energy + forces), fp32, torch.set_num_threads(--threads). SMALL = 3 layers,
-hidden 50, head 50,50; MEDIUM = 4 layers, hidden 256, head 256,256.
+hidden 50, head 50,50; MEDIUM = 4 layers, hidden 256, head 256,256. MACE runs
+at ModelConfig's defaults for its own parameters (max_L 1, correlation 3).
 
 Baselines, measured in the same run (the machine is shared, so cases are
 interleaved: each repeat times every case once, and the best repeat counts):
   - "textbook" layers in the same model: EGNN's edge MLP applied to the
     gathered concatenation [h_i, h_j] (the same function as ours, every
     Linear on edge rows), and PyG's own PNAConv and SchNet InteractionBlock
-    (training step, direct forces);
+    (training step, direct forces; PaiNN and MACE have none: MACE is
+    mace-torch's own model already);
   - AdamW without fused=True (its per-parameter Python loop), SMALL EGNN.
 Ratios are ours / baseline (> 1: ours is faster). The targets are for the
 whole training loop (data loading and metrics come on top of this step).
@@ -49,6 +51,7 @@ DATA = ROOT.parent / "shared" / "data" / "molecules" / "ethanol_train.xyz.xz"
 RESULT = RESULTS / "model_step.json"
 SIZES = {"SMALL": dict(num_conv_layers=3, hidden_dim=50, fc_dim=50, num_fc_layers=2),
          "MEDIUM": dict(num_conv_layers=4, hidden_dim=256, fc_dim=256, num_fc_layers=2)}
+TEXTBOOK = ("EGNN", "PNA", "SchNet")  # the backbones with a "textbook" baseline (below)
 # graphs/s of the whole training loop and of inference, 2 cores (the project's targets)
 TARGETS = {("EGNN", "SMALL", "direct", "train"): 1900, ("EGNN", "SMALL", "conservative", "train"): 1300,
            ("EGNN", "MEDIUM", "direct", "train"): 350, ("EGNN", "SMALL", "direct", "infer"): 8300,
@@ -185,7 +188,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.4, help="minimum time of one measurement")
-    parser.add_argument("--backbones", nargs="+", default=["EGNN", "PNA", "SchNet"])
+    parser.add_argument("--backbones", nargs="+", default=["EGNN", "PNA", "SchNet", "PaiNN", "MACE"])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--output", type=Path, default=RESULT)
@@ -200,7 +203,7 @@ def main() -> None:
             for force_mode in ("direct", "conservative"):
                 cases.append(make_case(backbone, size, force_mode, "train", "ours", stats, train))
                 cases.append(make_case(backbone, size, force_mode, "infer", "ours", stats, infer))
-            if not args.no_baselines:
+            if not args.no_baselines and backbone in TEXTBOOK:
                 cases.append(make_case(backbone, size, "direct", "train", "textbook", stats, train))
     if not args.no_baselines and "EGNN" in args.backbones and "SMALL" in args.sizes:
         cases.append(make_case("EGNN", "SMALL", "direct", "train", "adamw-unfused", stats, train))

@@ -62,7 +62,8 @@ def bench_space(backend: str) -> SearchSpace:
 
 def objective(p: dict) -> float:
     width = math.log(p["hidden_dim"] / 600) ** 2 + math.log(p["fc_dim"] / 500) ** 2
-    return ({"PNA": 0.0, "EGNN": 0.2, "SchNet": 0.4}[p["mpnn_type"]] + 0.3 * (p["num_conv_layers"] - 4) ** 2
+    return ({"PNA": 0.0, "EGNN": 0.2, "SchNet": 0.4, "PaiNN": 0.3, "MACE": 0.1 + 0.1 * p["max_L"]}[p["mpnn_type"]]
+            + 0.3 * (p["num_conv_layers"] - 4) ** 2
             + width + math.log10(p["learning_rate"] / 1e-3) ** 2 + 0.1 * math.log2(p["batch_size"] / 16) ** 2
             + 2 * p["weight_decay"] + 0.1 * (p["num_fc_layers"] - 2))
 

@@ -1,7 +1,7 @@
 """Training throughput, memory and start-up of the real trainer (`gfm-train`), and inference.
 
     python bench/bench_train.py [--quick] [--epochs N] [--datasets ethanol oc20]
-                                [--backbones EGNN PNA SchNet] [--sizes SMALL MEDIUM]
+                                [--backbones EGNN PNA SchNet PaiNN MACE] [--sizes SMALL MEDIUM]
                                 [--sections throughput memory inference baseline]
                                 [--work-dir DIR] [--output FILE]
 
@@ -47,7 +47,7 @@ from train_runs import SIZES, Dataset, Run, convert, execute, ratio
 from trainer.contract.trialconfig import ModelConfig
 
 RESULT = RESULTS / "train.json"
-BACKBONES = ("EGNN", "PNA", "SchNet")
+BACKBONES = ("EGNN", "PNA", "SchNet", "PaiNN", "MACE")  # MACE at its defaults: max_L 1, correlation 3
 FORCE_MODES = ("direct", "conservative")
 # (dataset, backbone, size, forces, ranks): (HydraGNN graphs/s, target graphs/s), from the issue
 TRAIN_TARGETS = {("ethanol", "EGNN", "SMALL", "direct", 1): (955, 1900),

@@ -35,15 +35,16 @@ from trainer.contract.errors import UserError, run_cli
 from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EpochRecord, Result
 from trainer.contract.trialconfig import ModelConfig, TrialConfig, load_trial
 
-# Relative cost of a message-passing layer per width² (PNA runs four aggregators, SchNet is lean).
-LAYER_COST = {"SchNet": 1.0, "EGNN": 1.3, "PNA": 1.8}
-COST_MEDIAN = 5.1e6     # median of model_cost over uniform Table IV samples: median duration = --median-seconds
+# Relative cost of a message-passing layer per width² (PNA runs four aggregators, SchNet is lean,
+# PaiNN carries three vector channels per scalar one, MACE's tensor products are the heaviest).
+LAYER_COST = {"SchNet": 1.0, "EGNN": 1.3, "PNA": 1.8, "PaiNN": 2.2, "MACE": 4.0}
+COST_MEDIAN = 5.1e6     # median of model_cost over uniform Table IV samples (of its first three backbones)
 COST_MAX = 4.6e7        # model_cost of the largest Table IV model
 FLOOR = 0.3             # share of a median trial that does not grow with the model (start-up, data loading)
 SPREAD = 0.35           # sigma of the lognormal noise on durations
 STRAGGLERS = (0.03, 2.0, 4.0)   # probability, and range of the slow-down factor
 FAILURE_RATE = (0.01, 0.12)     # base rate, and extra rate at COST_MAX
-LOSS_TYPE = {"PNA": 0.0, "EGNN": 0.05, "SchNet": 0.15}
+LOSS_TYPE = {"PNA": 0.0, "EGNN": 0.05, "SchNet": 0.15, "PaiNN": 0.04, "MACE": 0.02}
 
 
 def model_cost(model: ModelConfig) -> float:

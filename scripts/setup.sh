@@ -13,6 +13,7 @@ fi
 # The CPU build of torch first: a bare "torch" requirement would pull a multi-GB CUDA build.
 .venv/bin/pip install --quiet torch==2.13.0
 # mpich gives mpi4py a working MPI and mpiexec on a workstation; sites use their own MPI.
-.venv/bin/pip install --quiet -e ".[test,mpich]"
+# mace: mace-torch, for the MACE backbone and its tests (optional for users).
+.venv/bin/pip install --quiet -e ".[test,mpich,mace]"
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

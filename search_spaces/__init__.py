@@ -3,16 +3,18 @@
 A space names each hyperparameter after the trial.yaml field it sets
 (`hidden_dim` -> `model.hidden_dim`, `learning_rate` -> `training.learning_rate`)
 and gives either `choices` (categorical, strings only) or an inclusive range
-`{low, high}` with an optional log-uniform prior. Every range end and every
-choice is validated against `TrialConfig` at load time, so a space can never
-propose a trial that the trainer would reject. This package is imported by the
+`{low, high}` with an optional log-uniform prior, and optionally `when: {PARENT:
+[VALUES]}`: the parameter applies only where the categorical PARENT takes one of
+VALUES (parameter.py says what it is elsewhere). Every range end and every
+choice is validated against `TrialConfig` at load time (a conditional one with
+its parent set to make it active), so a space can never propose a trial that
+the trainer would reject. This package is imported by the
 manager: it must stay free of torch (and of DeepHyper, which is slow to import).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import random
 import types
 import typing
@@ -24,74 +26,17 @@ from trainer.contract import packaged, typed
 from trainer.contract.trialconfig import ModelConfig, TrainingConfig, TrialConfig
 from trainer.contract.typed import ConfigError
 
+from search_spaces.parameter import Parameter
 from search_spaces.spacefile import ParameterSpec, SpaceFile
 
 PACKAGED = Path(__file__).resolve().parent
 DEFAULT = "table_iv"
 BACKENDS = ("cbo", "skopt-gp", "random")
 Params = dict[str, Any]
+__all__ = ["Parameter", "Params", "SearchSpace", "load_space", "parse_space"]
 
 
 # -- the loaded space -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Parameter:
-    """One dimension: `kind` is "choice", "int" or "float" (the type of the trial field it sets)."""
-
-    name: str
-    path: str
-    kind: Literal["choice", "int", "float"]
-    choices: tuple[str, ...] = ()
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-
-    def sample(self, rng: random.Random) -> Any:
-        if self.kind == "choice":
-            return rng.choice(self.choices)
-        if self.kind == "int":
-            if self.log:  # log-uniform over the integers low..high (each bin [k, k+1) by its log width)
-                value = math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1)))
-                return min(int(value), int(self.high))
-            return rng.randint(int(self.low), int(self.high))
-        if self.log:
-            return math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        return rng.uniform(self.low, self.high)
-
-    def canonical(self, value: Any) -> Any:
-        """`value` as a plain python value of this dimension; ValueError if it lies outside."""
-        value = getattr(value, "item", lambda: value)()  # numpy scalars from the backends
-        if self.kind == "choice":
-            if value not in self.choices:
-                raise ValueError(f"{value!r} is not one of {', '.join(self.choices)}")
-            return str(value)
-        if isinstance(value, str):
-            # YAML 1.1 reads 1.0e30 (no sign in the exponent) as a string; take what a person means.
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"expected a number, got {value!r}")
-        if self.kind == "int":
-            if value != int(value):
-                raise ValueError(f"expected an integer, got {value!r}")
-            value = int(value)
-        else:
-            value = float(value)
-        if not self.low <= value <= self.high:
-            raise ValueError(f"{value!r} is outside the range [{_number(self.low)}, {_number(self.high)}]")
-        return value
-
-    def to_spec(self) -> dict[str, Any]:
-        if self.kind == "choice":
-            spec: dict[str, Any] = {"choices": list(self.choices)}
-        else:
-            spec = {"low": _number(self.low), "high": _number(self.high)}
-            if self.log:
-                spec["prior"] = "log-uniform"
-        return {**spec, "path": self.path}
-
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -110,7 +55,8 @@ class SearchSpace:
         return len(self.parameters)
 
     def sample(self, rng: random.Random) -> Params:
-        return {p.name: p.sample(rng) for p in self.parameters}
+        drawn = {p.name: p.sample(rng) for p in self.parameters}
+        return {p.name: drawn[p.name] if p.active(drawn) else p.inactive_value for p in self.parameters}
 
     def check_params(self, params: Params) -> Params:
         """`params` in this space's order with plain python values; ConfigError naming the offending key."""
@@ -121,14 +67,20 @@ class SearchSpace:
             raise ConfigError(f"{self.origin}: parameters.{extra[0]}: not a parameter of this space "
                               f"(it has {', '.join(self.names)})")
         out = {}
-        for p in self.parameters:
+        # Parents are unconditional: check them first, then whether each conditional one applies.
+        for p in sorted(self.parameters, key=lambda p: p.parent is not None):
+            active = p.active(out)
             if p.name not in params:
+                if not active:  # an inactive parameter may be left out
+                    out[p.name] = p.inactive_value
+                    continue
                 raise ConfigError(f"{self.origin}: parameters.{p.name}: missing from {params!r}")
             try:
-                out[p.name] = p.canonical(params[p.name])
+                value = p.canonical(params[p.name])
             except ValueError as err:
                 raise ConfigError(f"{self.origin}: parameters.{p.name}: {err}") from None
-        return out
+            out[p.name] = value if active else p.inactive_value
+        return {name: out[name] for name in self.names}
 
     def apply(self, params: Params, base: TrialConfig) -> TrialConfig:
         """`base` with the fixed overrides and `params` written in, validated by the trial schema."""
@@ -172,11 +124,21 @@ def parse_space(mapping: Any, origin: str = "<search space>") -> SearchSpace:
         seen_paths[path] = name
         kind = _field_kind(path, origin, f"{key}.path" if item.path else key)
         parameter = _make_parameter(name, path, kind, item, origin, key)
-        for end, value in _probe_values(parameter):
+        parameters.append(_with_condition(parameter, item, spec, origin, key))
+    by_name = {p.name: p for p in parameters}
+    for p in parameters:
+        key = f"parameters.{p.name}"
+        # A conditional parameter is probed where it applies (its parent at an activating value),
+        # and its fixed inactive value where it does not.
+        probes = [({} if p.parent is None else {by_name[p.parent].path: p.when[0]}, end, value)
+                  for end, value in _probe_values(p)]
+        if p.parent is not None:
+            parent = by_name[p.parent]
+            probes += [({parent.path: c}, "when", p.inactive_value) for c in parent.choices if c not in p.when][:1]
+        for context, end, value in probes:
             trial = typed.to_dict(base)
-            _set_paths(trial, {path: value}, origin)
+            _set_paths(trial, {**context, p.path: value}, origin)
             typed.build(TrialConfig, trial, origin=f"{origin}: {key}.{end}")
-        parameters.append(parameter)
     space = SearchSpace(origin=origin, backend=spec.backend, parameters=tuple(parameters),
                         optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
     initial = []
@@ -195,10 +157,6 @@ def parse_space(mapping: Any, origin: str = "<search space>") -> SearchSpace:
 # -- internals ---------------------------------------------------------------
 
 _SECTIONS = {"model": ModelConfig, "training": TrainingConfig}
-
-
-def _number(x: float) -> int | float:
-    return int(x) if float(x).is_integer() and abs(x) < 2**53 else x
 
 
 def _default_path(name: str, origin: str, key: str) -> str:
@@ -250,6 +208,32 @@ def _make_parameter(name: str, path: str, kind: str, item: ParameterSpec, origin
                 raise ConfigError(f"{origin}: {key}.{end}: {path} takes integers, got {value}")
     cast = int if kind == "int" else float
     return Parameter(name, path, kind, low=cast(item.low), high=cast(item.high), log=item.prior == "log-uniform")
+
+
+def _with_condition(parameter: Parameter, item: ParameterSpec, spec: SpaceFile, origin: str, key: str) -> Parameter:
+    """`parameter` with its `when:` condition, checked: one categorical, unconditional parent, its choices."""
+    if item.when is None:
+        return parameter
+    if len(item.when) != 1:
+        raise ConfigError(f"{origin}: {key}.when: name exactly one parent parameter, got {len(item.when)}")
+    ((parent, values),) = item.when.items()
+    parent_spec = spec.parameters.get(parent)
+    if parent_spec is None or parent == parameter.name:
+        raise ConfigError(f"{origin}: {key}.when.{parent}: not another parameter of this space "
+                          f"(it has {', '.join(n for n in spec.parameters if n != parameter.name)})")
+    if parent_spec.choices is None:
+        raise ConfigError(f"{origin}: {key}.when.{parent}: a condition needs a parameter with choices")
+    if parent_spec.when is not None:
+        raise ConfigError(f"{origin}: {key}.when.{parent}: '{parent}' is itself conditional; "
+                          "conditions may only name unconditional parameters")
+    values = [values] if isinstance(values, str) else values
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{origin}: {key}.when.{parent}: expected a list of its choices, got {values!r}")
+    for i, value in enumerate(values):
+        if value not in parent_spec.choices:
+            raise ConfigError(f"{origin}: {key}.when.{parent}[{i}]: {value!r} is not one of "
+                              f"{', '.join(map(str, parent_spec.choices))}")
+    return dataclasses.replace(parameter, parent=parent, when=tuple(dict.fromkeys(values)))
 
 
 def _probe_values(parameter: Parameter) -> list[tuple[str, Any]]:

@@ -14,6 +14,8 @@ class ParameterSpec:
     high: int | float | None = field(default=None, metadata={"doc": "inclusive upper end of a range"})
     prior: Literal["uniform", "log-uniform"] = "uniform"
     path: str | None = field(default=None, metadata={"doc": "dotted trial.yaml key; default model.<name> or training.<name>"})
+    when: dict[str, Any] | None = field(
+        default=None, metadata={"doc": "{PARENT: [VALUES]}: active only where the categorical PARENT takes one of VALUES"})
 
     def check(self) -> None:
         if self.choices is not None:

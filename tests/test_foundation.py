@@ -17,7 +17,7 @@ MINIMAL = {"data": {"sources": [{"path": "a.bp"}]}}
     ({"model": {"hiden_dim": 64}}, "x.yaml: model.hiden_dim: unknown key (did you mean 'hidden_dim'?)"),
     ({"model": {"num_conv_layers": 9}}, "x.yaml: model.num_conv_layers: must be at most 6, got 9"),
     ({"model": {"num_conv_layers": True}}, "x.yaml: model.num_conv_layers: expected an integer, got a boolean (True)"),
-    ({"model": {"mpnn_type": "GAT"}}, "x.yaml: model.mpnn_type: must be one of EGNN, PNA, SchNet; got the string 'GAT'"),
+    ({"model": {"mpnn_type": "GAT"}}, "x.yaml: model.mpnn_type: must be one of EGNN, PNA, SchNet, PaiNN, MACE; got the string 'GAT'"),
     ({"training": {"learning_rate": "fast"}}, "x.yaml: training.learning_rate: expected a number, got the string 'fast'"),
     ({"training": {"learning_rate": 0}}, "x.yaml: training.learning_rate: must be greater than 0.0, got 0.0"),
     ({"training": {"energy_weight": 0, "force_weight": 0}}, "x.yaml: training.force_weight: energy_weight and force_weight cannot both be 0"),

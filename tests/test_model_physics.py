@@ -15,8 +15,7 @@ import pytest
 import torch
 from ase import Atoms
 
-from test_models import BACKBONES, FORCE_MODES, SMALL, randomised
-from trainer.contract.trialconfig import ModelConfig
+from test_models import BACKBONES, FORCE_MODES, randomised, small
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import degree_histogram
@@ -64,8 +63,8 @@ def model_for(atoms: Atoms, mpnn_type: str, force_mode: str) -> EnergyForceModel
                       reference_energies=[{z: -1.0 - 0.1 * z for z in elements}],
                       energy_shift=0.2, energy_scale=0.5, force_scale=0.8,
                       degree_histogram=degree_histogram(graphs_of(atoms)))
-    model = build_model(ModelConfig(mpnn_type=mpnn_type, force_mode=force_mode, **SMALL), stats)
-    return randomised(model).double().eval()
+    model = build_model(small(mpnn_type, force_mode=force_mode), stats, dtype=torch.float64)
+    return randomised(model).eval()
 
 
 def predict(model: EnergyForceModel, atoms: Atoms) -> tuple[float, np.ndarray]:

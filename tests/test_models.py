@@ -24,9 +24,16 @@ from trainer.models.pna import AGGREGATORS, SCALERS, PNALayer, average_log_degre
 from trainer.models.schnet import SchNetInteraction
 
 RADIUS = 5.0
-BACKBONES = ("EGNN", "PNA", "SchNet")
+BACKBONES = ("EGNN", "PNA", "SchNet", "PaiNN", "MACE")
 FORCE_MODES = ("direct", "conservative")
 SMALL = dict(num_conv_layers=3, hidden_dim=50, fc_dim=50, num_fc_layers=2)
+# MACE at correlation 2: at its default 3, mace-torch takes ~20 s to build its tables, per model.
+SMALL_MACE = dict(max_L=1, correlation=2)
+
+
+def small(mpnn_type: str, **fields) -> ModelConfig:
+    """SMALL of `mpnn_type` (MACE with the cheaper correlation order above)."""
+    return ModelConfig(mpnn_type=mpnn_type, **{**SMALL, **(SMALL_MACE if mpnn_type == "MACE" else {}), **fields})
 
 
 def labelled(structures, source: int = 0) -> GraphArrays:
@@ -75,8 +82,15 @@ def randomised(model: EnergyForceModel, seed: int = 0) -> EnergyForceModel:
     """Every parameter drawn at random: the zero-initialised output layers would make some checks trivial."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in model.parameters():
-            scale = parameter.shape[-1] ** -0.5 if parameter.dim() > 1 else 0.1
+        for name, parameter in model.named_parameters():
+            if name.startswith("mace."):
+                # mace-torch draws its own weights at random (none at zero), on e3nn's scales:
+                # e3nn normalises inside its layers, and redrawn at the scales below three
+                # layers would shrink the features to ~1e-14.
+                continue
+            # Embedding rows at unit scale, as nn.Embedding initialises them: PaiNN's gated
+            # force head multiplies two gates of the scalars, which would leave it ~1e-4.
+            scale = 1.0 if name == "embedding.weight" else parameter.shape[-1] ** -0.5 if parameter.dim() > 1 else 0.1
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
     return model
 
@@ -161,7 +175,7 @@ def train_outputs(model: EnergyForceModel, batch: Batch):
 @pytest.mark.parametrize("force_mode", FORCE_MODES)
 @pytest.mark.parametrize("mpnn_type", BACKBONES)
 def test_activation_checkpointing_changes_nothing(mixed, mpnn_type, force_mode):
-    config = ModelConfig(mpnn_type=mpnn_type, force_mode=force_mode, **SMALL)
+    config = small(mpnn_type, force_mode=force_mode)
     stats = mixed_stats(mixed)
     batch = Batch.from_arrays(mixed)
     plain = randomised(build_model(config, stats))
@@ -178,7 +192,7 @@ def test_activation_checkpointing_changes_nothing(mixed, mpnn_type, force_mode):
 @pytest.mark.parametrize("mpnn_type", BACKBONES)
 def test_empty_batch_gives_empty_outputs_and_a_gradient_for_every_parameter(mixed, mpnn_type, force_mode):
     """A DDP rank can get an empty step; every parameter must still take part in the backward pass."""
-    model = build_model(ModelConfig(mpnn_type=mpnn_type, force_mode=force_mode, **SMALL), mixed_stats(mixed))
+    model = build_model(small(mpnn_type, force_mode=force_mode), mixed_stats(mixed))
     model.train()
     energy, forces = model(Batch.from_arrays(GraphArrays.empty()))
     assert energy.shape == (0,) and forces.shape == (0, 3)
@@ -190,7 +204,7 @@ def test_empty_batch_gives_empty_outputs_and_a_gradient_for_every_parameter(mixe
 
 @pytest.mark.parametrize("mpnn_type", BACKBONES)
 def test_float64_agrees_with_float32(mixed, mpnn_type):
-    model = randomised(build_model(ModelConfig(mpnn_type=mpnn_type, **SMALL), mixed_stats(mixed))).eval()
+    model = randomised(build_model(small(mpnn_type), mixed_stats(mixed))).eval()
     with torch.no_grad():
         energy32, forces32 = model(Batch.from_arrays(mixed))
         energy64, forces64 = model.double()(Batch.from_arrays(mixed, dtype=torch.float64))
@@ -241,7 +255,7 @@ def test_models_do_not_import_torch_geometric():
               "from trainer.data.batch import Batch\n"
               "from trainer.data.graphs import GraphArrays\n"
               "stats = DataStats(5.0, [1], [{1: -1.0}], 0.0, 1.0, 1.0, [0, 2])\n"
-              "for t in ('EGNN', 'PNA', 'SchNet'):\n"
+              "for t in ('EGNN', 'PNA', 'SchNet', 'PaiNN'):\n"
               "    build_model(ModelConfig(mpnn_type=t), stats)(Batch.from_arrays(GraphArrays.empty()))\n"
               "assert 'torch_geometric' not in sys.modules, 'torch_geometric was imported'\n")
     subprocess.run([sys.executable, "-c", script], check=True)

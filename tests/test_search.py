@@ -1,8 +1,8 @@
 """The optimiser backends behind one ask/tell interface, on a cheap but real objective.
 
 The objective is an analytic function of the small space's hyperparameters
-with its optimum at PNA, 4 conv layers, hidden 80, 2 head layers of width 60,
-and an "out of memory" region (wide and deep) where trials fail.
+with its optimum at PNA, 4 conv layers, hidden 80, 2 head layers of width 60
+(MACE's best at max_L 1, correlation 3), and an "out of memory" region (wide and deep) where trials fail.
 """
 from __future__ import annotations
 
@@ -22,16 +22,21 @@ from orchestrator.search.backends import make_optimizer
 from orchestrator.search.base import TooManyFailures, restore
 from orchestrator.trials.db import TrialDB
 from search_spaces import load_space, parse_space
+from trainer.contract import typed
+from trainer.contract.trialconfig import TrialConfig, load_trial, write_trial
 from trainer.contract.typed import ConfigError
 
 SMALL = load_space("small")
+BASE = typed.build(TrialConfig, {"data": {"sources": [{"path": "data/ethanol.bp"}]}})
 BUDGET, IN_FLIGHT, SEEDS = 36, 4, (0, 1, 2)
 
 
 def loss(p: dict) -> float | None:
     if p["hidden_dim"] * p["num_conv_layers"] > 700:
         return None  # out of memory
-    return ({"PNA": 0.0, "EGNN": 0.3, "SchNet": 0.6}[p["mpnn_type"]] + (p["num_conv_layers"] - 4) ** 2
+    backbone = {"PNA": 0.0, "EGNN": 0.3, "SchNet": 0.6, "PaiNN": 0.45,
+                "MACE": 0.15 + 0.2 * (p["max_L"] - 1) ** 2 + 0.1 * (p["correlation"] - 3) ** 2}
+    return (backbone[p["mpnn_type"]] + (p["num_conv_layers"] - 4) ** 2
             + 4 * math.log(p["hidden_dim"] / 80) ** 2 + 0.2 * (p["num_fc_layers"] - 2) + 4 * math.log(p["fc_dim"] / 60) ** 2)
 
 
@@ -63,10 +68,13 @@ def one_blas_thread():
 
 @pytest.mark.parametrize("backend", ["cbo", "skopt-gp"])
 def test_bayesian_backends_beat_random(tmp_path, backend):
-    found = {name: statistics.median(best(run(make_optimizer(space(name), seed, tmp_path / f"{name}{seed}")))
-                                     for seed in SEEDS)
+    # The mean over seeds, not the median: skopt starts from the same random draws as random
+    # search (2 x 7 + 1 of them), and where one of those is the best of both runs, the medians
+    # tie (seed 1 here: 0.666 for both).
+    found = {name: statistics.fmean(best(run(make_optimizer(space(name), seed, tmp_path / f"{name}{seed}")))
+                                    for seed in SEEDS)
              for name in (backend, "random")}
-    print(f"median best over seeds {SEEDS} after {BUDGET} evaluations: {found}")
+    print(f"mean best over seeds {SEEDS} after {BUDGET} evaluations: {found}")
     assert found[backend] < found["random"]
 
 
@@ -86,6 +94,30 @@ def test_same_seed_same_asks_and_never_a_repeat(tmp_path, backend):
     fresh = {tuple(p.values()) for p in asked}
     assert len(fresh) == 5 and not fresh & set(keys)
     assert all(isinstance(v, (str, int)) and not hasattr(v, "dtype") for p in asked for v in p.values())
+
+
+@pytest.mark.parametrize("backend", ["cbo", "skopt-gp", "random"])
+def test_search_proposes_valid_painn_and_mace_trials_with_conditional_parameters_where_they_apply(tmp_path, backend):
+    history = run(make_optimizer(space(backend), 5, tmp_path / "s"), budget=48)
+    by_type = {t: [p for p, _ in history if p["mpnn_type"] == t] for t in ("PaiNN", "MACE")}
+    assert by_type["PaiNN"] and by_type["MACE"], {t: len(v) for t, v in by_type.items()}
+    for params, _ in history:
+        if params["mpnn_type"] != "MACE":  # inactive: fixed at the low end, as DeepHyper reports them
+            assert (params["max_L"], params["correlation"]) == (0, 1), params
+        trial = SMALL.apply(params, BASE)
+        path = write_trial(tmp_path / "t", trial)
+        model = load_trial(path.parent).model  # a valid trial.yaml, read back as the trainer reads it
+        assert (model.mpnn_type, model.hidden_dim, model.max_L, model.correlation) == (
+            params["mpnn_type"], params["hidden_dim"], params["max_L"], params["correlation"])
+    # Where they apply, the conditional parameters are searched, not stuck at one value.
+    assert len({(p["max_L"], p["correlation"]) for p in by_type["MACE"]}) > 1 or len(by_type["MACE"]) == 1
+    assert {(p["max_L"], p["correlation"]) for p in by_type["MACE"]} != {(0, 1)}
+
+
+def test_cbo_declares_the_conditions_to_deephyper(tmp_path):
+    optimizer = make_optimizer(space("cbo"), 0, tmp_path)
+    conditions = sorted(str(c) for c in optimizer._cbo._problem.space.conditions)
+    assert conditions == ["correlation | mpnn_type in {'MACE'}", "max_L | mpnn_type in {'MACE'}"]
 
 
 def test_cbo_records_failures_as_failures(tmp_path):

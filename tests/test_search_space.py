@@ -17,15 +17,18 @@ BASE = typed.build(TrialConfig, {"data": {"sources": [{"path": "data/ethanol.bp"
 def test_default_is_table_iv():
     space = load_space()
     assert space.origin == str(PACKAGED / "table_iv.yaml") and space.backend == "cbo"
-    assert space.names == ["mpnn_type", "num_conv_layers", "hidden_dim", "num_fc_layers", "fc_dim"]
+    assert space.names == ["mpnn_type", "num_conv_layers", "hidden_dim", "num_fc_layers", "fc_dim", "max_L",
+                           "correlation"]
     assert space.to_mapping()["parameters"] == {
-        "mpnn_type": {"choices": ["PNA", "EGNN", "SchNet"], "path": "model.mpnn_type"},
+        "mpnn_type": {"choices": ["PNA", "EGNN", "SchNet", "PaiNN", "MACE"], "path": "model.mpnn_type"},
         "num_conv_layers": {"low": 1, "high": 6, "path": "model.num_conv_layers"},
         "hidden_dim": {"low": 100, "high": 2000, "path": "model.hidden_dim"},
         "num_fc_layers": {"low": 2, "high": 3, "path": "model.num_fc_layers"},
         "fc_dim": {"low": 300, "high": 1000, "path": "model.fc_dim"},
+        "max_L": {"low": 0, "high": 2, "when": {"mpnn_type": ["MACE"]}, "path": "model.max_L"},
+        "correlation": {"low": 1, "high": 3, "when": {"mpnn_type": ["MACE"]}, "path": "model.correlation"},
     }
-    assert [p.kind for p in space.parameters] == ["choice", "int", "int", "int", "int"]
+    assert [p.kind for p in space.parameters] == ["choice", "int", "int", "int", "int", "int", "int"]
     assert space.fixed == {} and space.optimizer == {}
 
 
@@ -61,6 +64,7 @@ def test_round_trip_through_a_mapping():
 
 
 VALID = "parameters:\n  hidden_dim: {low: 10, high: 20}\n"
+COND = "parameters:\n  mpnn_type: {choices: [EGNN, MACE]}\n"
 
 
 @pytest.mark.parametrize("text, where, problem", [
@@ -74,7 +78,14 @@ VALID = "parameters:\n  hidden_dim: {low: 10, high: 20}\n"
     ("parameters:\n  num_conv_layers: {low: 1, high: 9}\n", "parameters.num_conv_layers.high", "model.num_conv_layers: must be at most 6, got 9"),
     ("parameters:\n  num_conv_layers: {choices: [1, 2, 3]}\n", "parameters.num_conv_layers.choices[0]", "choices must be strings, got 1"),
     ("parameters:\n  mpnn_type: {choices: []}\n", "parameters.mpnn_type.choices", "at least one choice is needed"),
-    ("parameters:\n  mpnn_type: {choices: [PNA, GAT]}\n", "parameters.mpnn_type.choices[1]", "model.mpnn_type: must be one of EGNN, PNA, SchNet; got the string 'GAT'"),
+    ("parameters:\n  mpnn_type: {choices: [PNA, GAT]}\n", "parameters.mpnn_type.choices[1]", "model.mpnn_type: must be one of EGNN, PNA, SchNet, PaiNN, MACE; got the string 'GAT'"),
+    (COND + "  max_L: {low: 0, high: 2, when: {mpnn_typ: [MACE]}}\n", "parameters.max_L.when.mpnn_typ", "not another parameter of this space (it has mpnn_type)"),
+    (COND + "  max_L: {low: 0, high: 2, when: {mpnn_type: [MAC]}}\n", "parameters.max_L.when.mpnn_type[0]", "'MAC' is not one of EGNN, MACE"),
+    (COND + "  max_L: {low: 0, high: 2, when: {mpnn_type: []}}\n", "parameters.max_L.when.mpnn_type", "expected a list of its choices"),
+    (COND + "  max_L: {low: 0, high: 2, when: {}}\n", "parameters.max_L.when", "name exactly one parent parameter, got 0"),
+    (COND + "  max_L: {low: 0, high: 2, when: {mpnn_type: [MACE]}}\n  correlation: {low: 1, high: 3, when: {max_L: [a]}}\n",
+     "parameters.correlation.when.max_L", "a condition needs a parameter with choices"),
+    (COND + "  max_L: {low: 0, high: 9, when: {mpnn_type: [MACE]}}\n", "parameters.max_L.high", "model.max_L: must be at most 3, got 9"),
     ("parameters:\n  mpnn_type: {low: 1, high: 3}\n", "parameters.mpnn_type", "takes text values: give choices, not a range"),
     ("parameters:\n  hidden_dim: {low: 10.5, high: 20}\n", "parameters.hidden_dim.low", "model.hidden_dim takes integers, got 10.5"),
     ("parameters:\n  learning_rate: {low: 0, high: 0.1, prior: log-uniform}\n", "parameters.learning_rate.low", "a log-uniform range needs low > 0"),
@@ -148,3 +159,25 @@ def test_samples_stay_inside_and_follow_the_prior():
     low_decade = sum(s["learning_rate"] < 1e-3 for s in samples) / len(samples)
     assert 0.45 < low_decade < 0.55
     assert space.sample(random.Random(5)) == space.sample(random.Random(5))
+
+
+def test_conditional_parameters_apply_only_where_their_parent_says():
+    space = parse_space({"parameters": {"mpnn_type": {"choices": ["EGNN", "PaiNN", "MACE"]},
+                                        "hidden_dim": {"low": 8, "high": 64},
+                                        "max_L": {"low": 0, "high": 2, "when": {"mpnn_type": ["MACE"]}},
+                                        "correlation": {"low": 2, "high": 3, "when": {"mpnn_type": ["MACE"]}}}})
+    samples = [space.sample(random.Random(seed)) for seed in range(300)]
+    mace = [s for s in samples if s["mpnn_type"] == "MACE"]
+    assert {(s["max_L"], s["correlation"]) for s in mace} == {(L, c) for L in range(3) for c in (2, 3)}
+    assert {(s["max_L"], s["correlation"]) for s in samples if s["mpnn_type"] != "MACE"} == {(0, 2)}
+    # Inactive values are fixed (or may be left out): one configuration, whatever a backend said.
+    egnn = {"mpnn_type": "EGNN", "hidden_dim": 16, "max_L": 0, "correlation": 2}
+    assert space.check_params({**egnn, "max_L": 2, "correlation": 3}) == egnn
+    assert space.check_params({"mpnn_type": "EGNN", "hidden_dim": 16}) == egnn
+    with pytest.raises(ConfigError, match=r"parameters.max_L: missing"):
+        space.check_params({"mpnn_type": "MACE", "hidden_dim": 16, "correlation": 3})
+    with pytest.raises(ConfigError, match=r"parameters.max_L: 7 is outside the range \[0, 2\]"):
+        space.check_params({**egnn, "max_L": 7})
+    trial = space.apply({"mpnn_type": "MACE", "hidden_dim": 16, "max_L": 2, "correlation": 3}, BASE)
+    assert (trial.model.mpnn_type, trial.model.max_L, trial.model.correlation) == ("MACE", 2, 3)
+    assert parse_space(space.to_mapping(), space.origin) == space

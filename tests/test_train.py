@@ -61,7 +61,7 @@ def assert_same_weights(a: dict, b: dict, atol: float) -> None:
         torch.testing.assert_close(a[key], b[key], atol=atol, rtol=1e-4, msg=key)
 
 
-@pytest.mark.parametrize("mpnn_type", ["EGNN", "PNA", "SchNet"])
+@pytest.mark.parametrize("mpnn_type", ["EGNN", "PNA", "SchNet", "PaiNN"])
 def test_trial_completes_with_full_result(tmp_path, molecules_bp, mpnn_type):
     trial = make_trial(tmp_path / "t", molecules_bp, model={"mpnn_type": mpnn_type})
     run = gfm_train(trial)

@@ -106,7 +106,7 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     val_loader = EpochLoader(val_store, cfg.batch_size, cfg.seed, True, source_weights, dtype)
     budget = Budget.plan(cfg, len(train_loader))
 
-    model = build_model(config.model, stats, cfg.activation_checkpointing).to(ctx.device, dtype)
+    model = build_model(config.model, stats, cfg.activation_checkpointing, dtype).to(ctx.device)
     average = WeightAverage(model, cfg.ema_decay)
     wrapped = (DistributedDataParallel(model, broadcast_buffers=False) if ctx.distributed else model)
     optimizer = make_optimizer(model.parameters(), cfg)

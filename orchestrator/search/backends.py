@@ -66,16 +66,25 @@ class CBOSearch(SearchBase):
 
     def __init__(self, space: SearchSpace, seed: int, log_dir: Path):
         super().__init__(space, seed)
+        from ConfigSpace import InCondition
         from deephyper.hpo import CBO, HpProblem
 
         _check_keys(space, [n for n in inspect.signature(CBO.__init__).parameters if n not in CBO_OWNED])
         self.settings = _cbo_settings(space)
         problem = HpProblem()
+        added = {}
         for p in space.parameters:
             if p.kind == "choice":
-                problem.add_hyperparameter(list(p.choices), p.name)
+                added[p.name] = problem.add_hyperparameter(list(p.choices), p.name)
             else:
-                problem.add_hyperparameter((p.low, p.high, "log-uniform") if p.log else (p.low, p.high), p.name)
+                added[p.name] = problem.add_hyperparameter(
+                    (p.low, p.high, "log-uniform") if p.log else (p.low, p.high), p.name)
+        # Conditional parameters as ConfigSpace conditions: DeepHyper then samples them only where
+        # they apply and reports the low end elsewhere, the value search_spaces fixes them at.
+        conditions = [InCondition(added[p.name], added[p.parent], list(p.when))
+                      for p in space.parameters if p.parent is not None]
+        if conditions:
+            problem.add_conditions(conditions)
         self._order = list(problem.hyperparameter_names)  # DeepHyper's (alphabetical) order of a vector
         try:
             self._cbo = CBO(problem, random_state=seed, log_dir=str(log_dir), verbose=0,

@@ -18,7 +18,7 @@ from trainer.contract import typed
 from trainer.contract.atomicio import atomic_write_text
 from trainer.contract.typed import Invalid, bounded
 
-MPNN_TYPES = ("EGNN", "PNA", "SchNet")
+MPNN_TYPES = ("EGNN", "PNA", "SchNet", "PaiNN", "MACE")
 TRIAL_FILE = "trial.yaml"
 RESULT_FILE = "result.json"
 
@@ -44,7 +44,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    mpnn_type: Literal["EGNN", "PNA", "SchNet"] = field(default="EGNN", metadata={"doc": "message-passing backbone"})
+    mpnn_type: Literal["EGNN", "PNA", "SchNet", "PaiNN", "MACE"] = field(
+        default="EGNN", metadata={"doc": "message-passing backbone (MACE needs `pip install .[mace]`)"})
     num_conv_layers: int = bounded(3, low=1, high=6, doc="message-passing layers")
     hidden_dim: int = bounded(50, low=1, doc="width of node features")
     num_fc_layers: int = bounded(2, low=1, high=3, doc="hidden layers of each output head")
@@ -52,6 +53,9 @@ class ModelConfig:
     num_radial: int = bounded(16, low=1, doc="radial basis functions that encode distances")
     force_mode: Literal["direct", "conservative"] = field(
         default="direct", metadata={"doc": "direct: an equivariant force head; conservative: -dE/dx by autograd"})
+    # MACE only (mace-torch's --max_L and --correlation); the other backbones ignore them.
+    max_L: int = bounded(1, low=0, high=3, doc="MACE: highest rotation order L of the node features")
+    correlation: int = bounded(3, low=1, high=4, doc="MACE: correlation order of each layer (body order - 1)")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +23,7 @@ from trainer.data.batch import Batch
 from trainer.models.egnn import EGNNLayer
 from trainer.models.heads import DirectForceHead, EnergyHead
 from trainer.models.layers import BesselBasis, Graph, build_graph, init_weights, scatter_sum
+from trainer.models.painn import PaiNNForceHead, PaiNNLayer
 from trainer.models.pna import PNALayer, average_log_degree
 from trainer.models.schnet import SchNetInteraction
 
@@ -66,24 +68,25 @@ class DataStats:
 
 
 class EnergyForceModel(nn.Module):
-    def __init__(self, config: ModelConfig, stats: DataStats, layers: list[nn.Module],
-                 activation_checkpointing: bool = False):
+    """What every backbone shares: the energy formula above, direct or conservative forces.
+
+    A subclass provides `_energy(batch, positions)`: the graphs' energies (via
+    `_total_energy`), the features the direct force head reads, and the batch's `Graph`.
+    """
+
+    def __init__(self, config: ModelConfig, stats: DataStats, activation_checkpointing: bool = False):
         super().__init__()
         self.config, self.stats = config, stats
         self.activation_checkpointing = activation_checkpointing
-        self.embedding = nn.Embedding(NUM_ELEMENTS, config.hidden_dim)
-        self.basis = BesselBasis(stats.radius, config.num_radial)
-        self.layers = nn.ModuleList(layers)
-        self.energy_head = EnergyHead(config.hidden_dim, config.fc_dim, config.num_fc_layers)
-        self.force_head = (DirectForceHead(config.hidden_dim, config.num_radial, config.fc_dim, config.num_fc_layers)
-                           if config.force_mode == "direct" else None)
         reference = torch.zeros(len(stats.reference_energies), NUM_ELEMENTS)
         for source, table in enumerate(stats.reference_energies):
             for z, energy in table.items():
                 reference[source, z] = energy
         self.register_buffer("reference_energies", reference)
-        outputs = [self.energy_head.net[-1]] + ([] if self.force_head is None else [self.force_head.net[-1]])
-        init_weights(self, zero=outputs)
+        # Subclasses set these (after their own modules: the order of construction decides
+        # which random numbers each Linear's initialisation draws).
+        self.basis: BesselBasis
+        self.force_head: nn.Module | None
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """(energy [G] in eV, forces [A,3] in eV/Å) for every graph/atom of the batch."""
@@ -106,19 +109,58 @@ class EnergyForceModel(nn.Module):
             return energy, -gradient
         return energy.detach(), -gradient.detach()
 
-    def _energy(self, batch: Batch, positions: Tensor) -> tuple[Tensor, Tensor, Graph]:
+    def _energy(self, batch: Batch, positions: Tensor) -> tuple[Tensor, Any, Graph]:
+        raise NotImplementedError
+
+    def _graph(self, batch: Batch, positions: Tensor) -> Graph:
         vectors = dataclasses.replace(batch, positions=positions).edge_vectors()
-        graph = build_graph(vectors, batch.edge_index, len(batch.atomic_numbers), self.basis)
-        h = self.embedding(batch.atomic_numbers)
-        for layer in self.layers:
-            if self.activation_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(layer, h, graph, use_reentrant=False)
-            else:
-                h = layer(h, graph)
+        return build_graph(vectors, batch.edge_index, len(batch.atomic_numbers), self.basis)
+
+    def _total_energy(self, batch: Batch, normalised: Tensor) -> Tensor:
+        """sum over each graph's atoms of energy_scale * e_i + energy_shift + reference[source, Z_i]."""
         stats = self.stats
         reference = self.reference_energies[batch.source[batch.graph_index], batch.atomic_numbers]
-        per_atom = self.energy_head(h) * stats.energy_scale + (stats.energy_shift + reference)
-        return scatter_sum(per_atom, batch.graph_index, batch.num_graphs), h, graph
+        per_atom = normalised * stats.energy_scale + (stats.energy_shift + reference)
+        return scatter_sum(per_atom, batch.graph_index, batch.num_graphs)
+
+
+class MessagePassingModel(EnergyForceModel):
+    """Our own backbones: an element embedding, `layers` of message passing, an energy head.
+
+    A layer maps (state, Graph) to the next state: the features h [A, F], or for PaiNN the
+    pair (s, v) of scalar and vector features (the embedding is its first s).
+    """
+
+    def __init__(self, config: ModelConfig, stats: DataStats, layers: list[nn.Module],
+                 activation_checkpointing: bool = False):
+        super().__init__(config, stats, activation_checkpointing)
+        self.embedding = nn.Embedding(NUM_ELEMENTS, config.hidden_dim)
+        self.basis = BesselBasis(stats.radius, config.num_radial)
+        self.layers = nn.ModuleList(layers)
+        self.energy_head = EnergyHead(config.hidden_dim, config.fc_dim, config.num_fc_layers)
+        self.force_head = direct_force_head(config)
+        init_weights(self, zero=[self.energy_head.output] + ([] if self.force_head is None else [self.force_head.output]))
+
+    def _energy(self, batch: Batch, positions: Tensor) -> tuple[Tensor, Any, Graph]:
+        graph = self._graph(batch, positions)
+        state = self.embedding(batch.atomic_numbers)
+        for layer in self.layers:
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                state = checkpoint(layer, state, graph, use_reentrant=False)
+            else:
+                state = layer(state, graph)
+        scalars = state[0] if isinstance(state, tuple) else state
+        return self._total_energy(batch, self.energy_head(scalars)), state, graph
+
+
+def direct_force_head(config: ModelConfig) -> nn.Module | None:
+    """None for conservative forces; PaiNN's reads its vector features (gated equivariant
+    blocks); every other backbone has the edge head."""
+    if config.force_mode == "conservative":
+        return None
+    if config.mpnn_type == "PaiNN":
+        return PaiNNForceHead(config.hidden_dim, config.fc_dim, config.num_fc_layers)
+    return DirectForceHead(config.hidden_dim, config.num_radial, config.fc_dim, config.num_fc_layers)
 
 
 def conv_layers(config: ModelConfig, stats: DataStats) -> list[nn.Module]:
@@ -131,11 +173,26 @@ def conv_layers(config: ModelConfig, stats: DataStats) -> list[nn.Module]:
         return [PNALayer(hidden, radial, log_degree) for _ in range(depth)]
     if config.mpnn_type == "SchNet":
         return [SchNetInteraction(hidden, radial, hidden) for _ in range(depth)]
+    if config.mpnn_type == "PaiNN":
+        return [PaiNNLayer(hidden, radial, max(stats.average_degree, 1.0)) for _ in range(depth)]
     raise ValueError(f"unknown mpnn_type {config.mpnn_type!r}")
 
 
-def build_model(config: ModelConfig, stats: DataStats, activation_checkpointing: bool = False) -> EnergyForceModel:
-    return EnergyForceModel(config, stats, conv_layers(config, stats), activation_checkpointing)
+def build_model(config: ModelConfig, stats: DataStats, activation_checkpointing: bool = False,
+                dtype: torch.dtype | None = None) -> EnergyForceModel:
+    """The model of `config`, its floating-point tensors in `dtype` (default: torch's default dtype).
+
+    Give the dtype here rather than casting afterwards: MACE computes its Clebsch-Gordan
+    tables when it is built, and tables built in float32 then cast to float64 stay
+    equivariant only to ~1e-7.
+    """
+    if config.mpnn_type == "MACE":
+        # Imported here: mace-torch is an optional extra, and importing it costs seconds.
+        from trainer.models.mace_backbone import MACEModel
+
+        return MACEModel(config, stats, activation_checkpointing, dtype)
+    model = MessagePassingModel(config, stats, conv_layers(config, stats), activation_checkpointing)
+    return model if dtype is None else model.to(dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,6 +16,11 @@ class EnergyHead(nn.Module):
         super().__init__()
         self.net = mlp([hidden] + [fc_dim] * num_fc_layers + [1])
 
+    @property
+    def output(self) -> nn.Linear:
+        """The last Linear, zero at initialisation (layers.init_weights)."""
+        return self.net[-1]
+
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h).squeeze(-1)
 
@@ -40,6 +45,10 @@ class DirectForceHead(nn.Module):
         self.node_in = nn.Linear(hidden, 2 * fc_dim)
         self.filter = RadialFilter(num_radial, fc_dim)
         self.net = mlp([fc_dim] * num_fc_layers + [1])
+
+    @property
+    def output(self) -> nn.Linear:
+        return self.net[-1]
 
     def forward(self, h: Tensor, graph: Graph) -> Tensor:
         pre = silu(pair_terms(self.node_in(h), graph)) * self.filter(graph)
