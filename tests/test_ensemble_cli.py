@@ -160,7 +160,8 @@ def test_info_lists_verified_members(ethanol_ensemble, tmp_path):
         cells = line.split()
         assert cells[0] == member.name and float(cells[4]) == pytest.approx(member.val_loss, rel=1e-3)
         assert len(cells[4].replace(".", "").lstrip("0")) <= 4     # 4 significant digits, not 17
-        assert cells[-2:] == ["-", str(member.trial_id)]            # no HPO trial recorded by these tests
+        assert cells[-3:-1] == ["-", str(member.trial_id)]          # no HPO trial recorded by these tests
+        assert cells[-1] == ("-" if member.seed is None else str(member.seed))   # the member's training seed
     assert "HPO trial: the search trial whose configuration it retrains" in lines[6]
     # An ensemble that names its members' HPO trials (as gfm-ensemble train writes them) shows them.
     copy = shutil.copytree(ethanol_ensemble, tmp_path / "ensemble")
@@ -169,7 +170,7 @@ def test_info_lists_verified_members(ethanol_ensemble, tmp_path):
         member["hpo_trial_id"] = 40 + k
     (copy / "manifest.json").write_text(json.dumps(document))
     run = gfm_ensemble("info", copy)
-    assert [line.split()[-2:] for line in run.stdout.splitlines()[3:6]] == [["40", "0"], ["41", "1"], ["42", "2"]]
+    assert [line.split()[-3:-1] for line in run.stdout.splitlines()[3:6]] == [["40", "0"], ["41", "1"], ["42", "2"]]
 
 
 def _tampered(ensemble: Path, tmp_path: Path) -> Path:

@@ -89,8 +89,10 @@ def test_batch_job_runs_ddp_trials_on_disjoint_slices(tmp_path, slurm_cluster, t
     assert_disjoint_when_concurrent(trials)
 
     # The ensemble phase of the same run, as its own batch job: members are srun steps on the slices.
+    # --min-steps 0: the members' epoch budget alone (the test is about the slices, not accuracy).
     done = subprocess.run([BIN / "gfm-ensemble", "train", run, "--top-k", "2", "--max-epochs", "3",
-                           "--patience", "2"], env=slurm_cluster.env, capture_output=True, text=True, timeout=120)
+                           "--patience", "2", "--min-steps", "0"], env=slurm_cluster.env, capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     job = done.stdout.split("submitted batch job ")[1].split(";")[0].strip()
     wait_until(lambda: job_gone(job), 600, f"ensemble batch job {job} to finish")
