@@ -137,7 +137,7 @@ def test_cbo_records_failures_as_failures(tmp_path):
 
 def test_skopt_gives_failures_the_worst_value_and_avoids_them(tmp_path):
     optimizer = make_optimizer(space("skopt-gp", n_initial_points=3), 0, tmp_path)
-    history = [(p, loss(p)) for p in optimizer.ask(12)]
+    history = [(p, loss(p)) for p in optimizer.ask(20)]   # 20 random draws of the 7 dimensions
     optimizer.tell(history)
     failed = [tuple(p.values()) for p, y in history if y is None]
     assert failed, "the first draws should include some out-of-memory configurations"
@@ -207,7 +207,7 @@ def test_origin_is_random_until_n_initial_points_results_then_the_surrogate(tmp_
 def test_cbo_default_initial_design_is_2_dimensions_plus_1(tmp_path):
     optimizer = make_optimizer(space("cbo"), 0, tmp_path)
     origins = []
-    for _ in range(13):
+    for _ in range(2 * len(SMALL) + 3):
         ((params, origin),) = optimizer.ask_with_origin(1)
         origins.append(origin)
         optimizer.tell([(params, loss(params) or 9.0)])
