@@ -88,10 +88,15 @@ def randomised(model: EnergyForceModel, seed: int = 0) -> EnergyForceModel:
                 # e3nn normalises inside its layers, and redrawn at the scales below three
                 # layers would shrink the features to ~1e-14.
                 continue
+            if name.startswith("element_"):
+                continue  # drawn last, below: the other parameters keep the draws they were tuned with
             # Embedding rows at unit scale, as nn.Embedding initialises them: PaiNN's gated
             # force head multiplies two gates of the scalars, which would leave it ~1e-4.
             scale = 1.0 if name == "embedding.weight" else parameter.shape[-1] ** -0.5 if parameter.dim() > 1 else 0.1
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * scale)
+        for name, parameter in model.named_parameters():
+            if name.startswith("element_"):
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
     return model
 
 

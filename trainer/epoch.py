@@ -95,7 +95,7 @@ def train_epoch(loop: Loop, position: Position, progress: EpochProgress) -> bool
         batch = batch.to(loop.ctx.device, loop.dtype)
         with loop.autocast:
             energy, forces = loop.model(batch)
-        loss, batch_sums = batch_loss(energy.to(loop.dtype), forces.to(loop.dtype), batch,
+        loss, batch_sums = batch_loss(energy, forces.to(loop.dtype), batch,
                                       loop.stage_two_weights if stage_two else loop.weights,
                                       global_graphs, global_atoms)
         loop.optimizer.zero_grad(set_to_none=True)
@@ -130,7 +130,7 @@ def evaluate(model, loader: EpochLoader, weights: LossWeights, ctx: distributed.
             batch = batch.to(ctx.device, dtype)
             with autocast:
                 energy, forces = model(batch)
-            _, batch_sums = batch_loss(energy.detach().to(dtype), forces.detach().to(dtype), batch,
+            _, batch_sums = batch_loss(energy.detach(), forces.detach().to(dtype), batch,
                                        weights, 1, 1)
             sums += batch_sums.cpu()
     return distributed.all_sum(ctx, sums.tolist())

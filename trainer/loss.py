@@ -61,7 +61,8 @@ class LossWeights:
 def batch_loss(energy: torch.Tensor, forces: torch.Tensor, batch: Batch, weights: LossWeights,
                global_graphs: int, global_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss to backpropagate, detached error sums in the order of SUM_FIELDS)."""
-    energy_error = (energy - batch.energy) / batch.num_atoms.to(energy.dtype)   # eV/atom
+    # Totals differ in float64 (both are); errors per atom are small enough for the forces' dtype.
+    energy_error = ((energy - batch.energy) / batch.num_atoms.to(energy.dtype)).to(forces.dtype)   # eV/atom
     force_error = forces - batch.forces                                         # eV/Å
     energy_normal, force_normal = energy_error / weights.energy_scale, force_error / weights.force_scale
     atom_weight = batch.weight[batch.graph_index]
@@ -77,7 +78,7 @@ def batch_loss(energy: torch.Tensor, forces: torch.Tensor, batch: Batch, weights
     with torch.no_grad():
         sums = torch.stack([
             energy_sq, force_sq,
-            energy.new_tensor(float(batch.num_graphs)), energy.new_tensor(float(forces.shape[0])),
+            forces.new_tensor(float(batch.num_graphs)), forces.new_tensor(float(forces.shape[0])),
             energy_error.abs().sum(), force_error.abs().mean(dim=1).sum(),
         ]).to(torch.float64)
     return loss, sums

@@ -53,6 +53,8 @@ class ModelConfig:
     num_radial: int = bounded(16, low=1, doc="radial basis functions that encode distances")
     force_mode: Literal["direct", "conservative"] = field(
         default="direct", metadata={"doc": "direct: an equivariant force head; conservative: -dE/dx by autograd"})
+    element_scale_shift: bool = field(
+        default=True, metadata={"doc": "learn a scale and a shift of the atomic energies per element"})
     # MACE only (mace-torch's --max_L and --correlation); the other backbones ignore them.
     max_L: int = bounded(1, low=0, high=3, doc="MACE: highest rotation order L of the node features")
     correlation: int = bounded(3, low=1, high=4, doc="MACE: correlation order of each layer (body order - 1)")

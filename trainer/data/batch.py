@@ -13,6 +13,10 @@ import torch
 
 from trainer.data.graphs import GraphArrays
 
+# Total energies reach 10^4-10^5 eV: float32 would resolve them to meV, the size of the
+# errors we train to. The models' totals are float64 too (models/build.py).
+FLOAT64_FIELDS = ("energy",)
+
 
 @dataclass
 class Batch:
@@ -22,7 +26,7 @@ class Batch:
     edge_offset: torch.Tensor     # [E, 3] Cartesian periodic shift of the neighbour (shift @ cell)
     graph_index: torch.Tensor     # [A] long, graph of each atom
     num_atoms: torch.Tensor       # [G] long
-    energy: torch.Tensor          # [G] eV (NaN: unlabelled)
+    energy: torch.Tensor          # [G] eV, float64 whatever the dtype (NaN: unlabelled)
     forces: torch.Tensor          # [A, 3] eV/Å (NaN: unlabelled)
     weight: torch.Tensor          # [G] loss weight of each graph (its source's weight)
     source: torch.Tensor          # [G] long, dataset index
@@ -40,7 +44,7 @@ class Batch:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if dtype is not None and value.is_floating_point():
+            if dtype is not None and value.is_floating_point() and f.name not in FLOAT64_FIELDS:
                 value = value.to(dtype)
             moved[f.name] = value.to(device, non_blocking=True)
         return Batch(**moved)
@@ -68,7 +72,7 @@ class Batch:
             edge_offset=real(offset),
             graph_index=index(np.repeat(np.arange(len(graphs)), graphs.num_atoms)),
             num_atoms=index(graphs.num_atoms),
-            energy=real(graphs.energy),
+            energy=torch.from_numpy(np.ascontiguousarray(graphs.energy, dtype=np.float64)),
             forces=real(graphs.forces),
             weight=real(weight),
             source=index(graphs.source),

@@ -1,12 +1,15 @@
 """An energy-and-force model from a `ModelConfig` and the statistics of its training data.
 
-    E = sum_atoms (energy_scale * e_i + energy_shift + reference[source, Z_i])
+    E = sum_atoms (energy_scale * ((1 + a[Z_i]) e_i + b[Z_i]) + energy_shift + reference[source, Z_i])
     F = force_scale * direct head            (force_mode "direct")
       = -dE/dx by autograd                   (force_mode "conservative")
 
 The network predicts normalised quantities; `DataStats` turns them into eV and
 eV/Å, and the per-source reference table is a buffer, so a checkpoint (state
-dict + config + stats dict) is self-contained.
+dict + config + stats dict) is self-contained. a and b are learned per element
+(`model.element_scale_shift`), starting at 0. The references, the shift and the sum
+over atoms are float64 whatever the model's precision: totals of 10^4 eV in float32
+are resolved to ~1 meV, the size of the energy errors we aim at.
 """
 from __future__ import annotations
 
@@ -78,18 +81,34 @@ class EnergyForceModel(nn.Module):
         super().__init__()
         self.config, self.stats = config, stats
         self.activation_checkpointing = activation_checkpointing
-        reference = torch.zeros(len(stats.reference_energies), NUM_ELEMENTS)
+        reference = torch.zeros(len(stats.reference_energies), NUM_ELEMENTS, dtype=torch.float64)
         for source, table in enumerate(stats.reference_energies):
             for z, energy in table.items():
                 reference[source, z] = energy
         self.register_buffer("reference_energies", reference)
+        if config.element_scale_shift:
+            # The scale is kept as its difference from 1, so both its start and weight
+            # decay pull it towards the identity.
+            self.element_scale = nn.Parameter(torch.zeros(NUM_ELEMENTS))
+            self.element_shift = nn.Parameter(torch.zeros(NUM_ELEMENTS))
+            self._register_load_state_dict_pre_hook(_identity_if_absent)
+        else:
+            self.element_scale = self.element_shift = None
         # Subclasses set these (after their own modules: the order of construction decides
         # which random numbers each Linear's initialisation draws).
         self.basis: BesselBasis
         self.force_head: nn.Module | None
 
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # model.to(dtype) would round the reference table to the model's precision:
+        # follow fn's device only, from the float64 table as it was.
+        table = self.reference_energies
+        super()._apply(fn, recurse)
+        self.reference_energies = table.to(self.reference_energies.device)
+        return self
+
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """(energy [G] in eV, forces [A,3] in eV/Å) for every graph/atom of the batch."""
+        """(energy [G] in eV, float64; forces [A,3] in eV/Å) for every graph/atom of the batch."""
         if self.force_head is None:
             return self._conservative(batch)
         energy, h, graph = self._energy(batch, batch.positions)
@@ -117,11 +136,19 @@ class EnergyForceModel(nn.Module):
         return build_graph(vectors, batch.edge_index, len(batch.atomic_numbers), self.basis)
 
     def _total_energy(self, batch: Batch, normalised: Tensor) -> Tensor:
-        """sum over each graph's atoms of energy_scale * e_i + energy_shift + reference[source, Z_i]."""
-        stats = self.stats
-        reference = self.reference_energies[batch.source[batch.graph_index], batch.atomic_numbers]
-        per_atom = normalised * stats.energy_scale + (stats.energy_shift + reference)
+        """The energy formula above: float64 totals [G] from the normalised per-atom e_i [A]."""
+        stats, z = self.stats, batch.atomic_numbers
+        if self.element_scale is not None:
+            normalised = normalised * (1.0 + self.element_scale[z]) + self.element_shift[z]
+        reference = self.reference_energies[batch.source[batch.graph_index], z]
+        per_atom = (normalised * stats.energy_scale).double() + (stats.energy_shift + reference)
         return scatter_sum(per_atom, batch.graph_index, batch.num_graphs)
+
+
+def _identity_if_absent(state: dict, prefix: str, *args) -> None:
+    """Checkpoints from before per-element scales and shifts load as the model they were."""
+    for name in ("element_scale", "element_shift"):
+        state.setdefault(prefix + name, torch.zeros(NUM_ELEMENTS))
 
 
 class MessagePassingModel(EnergyForceModel):
