@@ -3,6 +3,7 @@ compositions determine them, one shared mean energy per atom where they do not."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from ase import Atoms
 
 from datasets import SHARED_DATA
 from test_data_convert import gfm_data, head, read_back
+from trainer.data.cli import main
 from trainer.data.convert import report_path
 from trainer.data.graphs import GraphArrays
 from trainer.data.reference import fit_reference_energies, fit_references
@@ -106,3 +108,54 @@ def test_mixed_sets_keep_their_fitted_references(tmp_path, session_data, variant
     # Physical per-atom values: DFT totals are large and negative; EMT's are small cohesive-energy differences.
     low, high = (-15.0, 0.0) if variant == "dft" else (-5.0, 5.0)
     assert all(low < e < high for e in info.reference_energies.values())
+
+
+def isolated_atoms_file(variant: str, directory: Path, symbols: str = "HCO") -> Path:
+    """The DFT energies of rMD17's isolated atoms, or EMT's energy of each element alone."""
+    if variant == "dft" and symbols == "HCO":
+        return SHARED_DATA / "molecules" / "ethanol_isolated_atoms.xyz.xz"
+    from ase.calculators.emt import EMT
+    from ase.io import write
+
+    atoms = []
+    for symbol in symbols:
+        alone = Atoms(symbol, positions=[[0.0, 0.0, 0.0]])
+        alone.calc = EMT()
+        alone.get_potential_energy()
+        atoms.append(alone)
+    path = directory / f"isolated_{symbols}.extxyz"
+    write(path, atoms, format="extxyz")
+    return path
+
+
+def test_isolated_atom_energies_replace_the_fitted_references(tmp_path, session_data, variant, capsys):
+    from ase.io import read
+
+    source = head(session_data.file(variant, "ethanol"), 50, tmp_path / "eth.extxyz")
+    isolated = isolated_atoms_file(variant, tmp_path)
+    # Only the data's elements are kept (the rMD17 file also has N).
+    expected = {int(a.numbers[0]): a.get_potential_energy() for a in read(isolated, ":") if a.numbers[0] in (1, 6, 8)}
+    output = tmp_path / "eth.bp"
+    gfm_data("convert", "--name", "ethanol", "-o", output, source, "--isolated-atoms", isolated)
+    printed = capsys.readouterr().out
+    _, info = read_back(output)
+    assert info.reference_energies == {z: pytest.approx(e, abs=1e-12) for z, e in expected.items()}
+    assert "isolated-atom energies of H C O" in printed
+    assert json.loads(report_path(output).read_text())["reference_energies"]["method"] == "isolated_atoms"
+
+
+def test_isolated_atoms_must_cover_every_element(tmp_path, session_data, variant, capsys):
+    source = head(session_data.file(variant, "ethanol"), 20, tmp_path / "eth.extxyz")
+    isolated = isolated_atoms_file("emt", tmp_path, symbols="HC")
+    output = tmp_path / "eth.bp"
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "--name", "ethanol", "-o", str(output), str(source), "--isolated-atoms", str(isolated)])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"gfm-data: error: {isolated}: no isolated-atom energy for O (it has H C); "
+                     "give one for every element of the data")
+    assert not output.exists() and not report_path(output).exists()
+    # A file of molecules only is refused before any input is read.
+    with pytest.raises(SystemExit):
+        main(["convert", "--name", "ethanol", "-o", str(output), str(source), "--isolated-atoms", str(source)])
+    assert "no one-atom structure with an energy" in capsys.readouterr().err

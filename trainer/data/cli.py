@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="drop structures with a per-atom force norm above F, in eV/Å (default 100)")
     convert.add_argument("--workers", type=_positive(int), default=1, metavar="N",
                          help="processes reading and graphing the inputs; xyz/extxyz files are cut into chunks (default 1)")
+    convert.add_argument("--isolated-atoms", type=Path, metavar="FILE",
+                         help="take the reference energies from the one-atom structures of FILE (each "
+                              "element alone, computed like the data; other structures in FILE are not "
+                              "used) instead of fitting them on the training split")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     info = commands.add_parser("info", help="summary of a dataset file",
@@ -130,7 +134,7 @@ def run_convert(args: argparse.Namespace) -> None:
     explicit = {split for split, _ in args.split}
     options = ConvertOptions(
         name=args.name, radius=args.radius, max_neighbours=args.max_neighbours or None,
-        max_force=args.max_force, seed=args.seed, workers=args.workers,
+        max_force=args.max_force, seed=args.seed, workers=args.workers, isolated_atoms=args.isolated_atoms,
         val=args.val if args.val is not None else (0.0 if "valset" in explicit else 0.1),
         test=args.test if args.test is not None else (0.0 if "testset" in explicit else 0.1))
     inputs = [Input(path, RANDOM) for path in args.inputs] + [Input(path, split) for split, path in args.split]
@@ -172,7 +176,7 @@ def dataset_summary(path: Path) -> dict:
 
 
 def _reference_values(energies: dict[str, float]) -> str:
-    return "reference energies (eV per atom, from trainset): " + ", ".join(f"{el} {e:.4f}" for el, e in energies.items())
+    return "reference energies (eV per atom): " + ", ".join(f"{el} {e:.4f}" for el, e in energies.items())
 
 
 def run_info(args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from trainer.contract.atomicio import atomic_output
 from trainer.data.cleaning import SourceReport, clean, report_dict
-from trainer.data.reference import degree_histogram, fit_references
+from trainer.data.reference import degree_histogram, fit_references, read_isolated_atoms
 from trainer.data.splitting import check_fractions, random_split
 from trainer.data.structures import (ENERGY_KEYS, FORCE_KEYS, extract_labels, plain_file, read_frames,
                                      xyz_frame_starts)
@@ -49,6 +49,7 @@ class ConvertOptions:
     test: float = 0.1
     seed: int = 0
     workers: int = 1
+    isolated_atoms: Path | None = None   # reference energies from this file's one-atom structures
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,8 @@ def convert(inputs: list[Input], output: str | Path, options: ConvertOptions,
     check_options(options)
     check_output(output, overwrite)
     check_inputs(inputs, output)
+    # Read before the long part, so that a bad file is said at once.
+    isolated = read_isolated_atoms(options.isolated_atoms) if options.isolated_atoms else None
     parts = load_inputs(inputs, options)
     from trainer.data.adiosfile import SPLITS, DatasetInfo, write_dataset
     from trainer.data.graphs import GraphArrays
@@ -233,12 +236,12 @@ def convert(inputs: list[Input], output: str | Path, options: ConvertOptions,
     graphs = GraphArrays.concat([g for g, _ in parts])
     splits = {name: graphs.select(indices) for name, indices in assign_splits(parts, options).items()}
     train = splits["trainset"]
-    references = fit_references(train)
+    elements = sorted(int(z) for z in np.unique(graphs.atomic_numbers))
+    references = isolated.covering(elements) if isolated else fit_references(train)
     report["reference_energies"] = references.to_dict()  # how they were fitted, in the report and the file
     info = DatasetInfo(
         name=options.name, radius=options.radius, max_neighbours=options.max_neighbours,
-        elements=sorted(int(z) for z in np.unique(graphs.atomic_numbers)),
-        reference_energies=references.energies,
+        elements=elements, reference_energies=references.energies,
         counts={split: len(g) for split, g in splits.items()},
         degree_histogram=degree_histogram(train),
         cleaning_report=report,

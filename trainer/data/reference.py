@@ -1,10 +1,19 @@
-"""Statistics of the training split stored with a dataset: per-element reference energies and degrees."""
+"""Statistics of the training split stored with a dataset: per-element reference energies and degrees.
+
+The references are fitted on the training split (`fit_references`), or are the
+energies of isolated atoms computed with the same DFT settings (`isolated_atoms`,
+`gfm-data convert --isolated-atoms`), as MACE's E0s: those make the model learn
+atomisation energies, which carry over to compositions the training set lacks.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from trainer.contract.errors import UserError
 
 if TYPE_CHECKING:
     from trainer.data.graphs import GraphArrays
@@ -89,6 +98,70 @@ def fit_references(graphs: GraphArrays) -> ReferenceFit:
     only = {z: int(c) for z, c in zip(elements, distinct[0])} if len(distinct) == 1 else None
     return ReferenceFit({z: shared + float(d) for z, d in zip(elements, deviation)}, int(rank),
                         len(distinct), only, len(graphs), shared)
+
+
+@dataclass(frozen=True)
+class IsolatedAtoms:
+    """Reference energies read from the single-atom structures of a file."""
+    energies: dict[int, float]   # eV per atom of element Z
+    path: str
+    others: int                  # structures of the file with more than one atom (not used)
+    method = "isolated_atoms"
+
+    def message(self) -> str:
+        from ase.data import chemical_symbols
+
+        skipped = f"; its {self.others} structures of several atoms are not used" if self.others else ""
+        names = " ".join(chemical_symbols[z] for z in sorted(self.energies))
+        return f"reference energies: isolated-atom energies of {names} from {self.path}{skipped}"
+
+    def to_dict(self) -> dict:
+        from ase.data import chemical_symbols
+
+        return {"method": self.method, "path": self.path, "elements": len(self.energies),
+                "energies_eV": {chemical_symbols[z]: e for z, e in sorted(self.energies.items())},
+                "message": self.message()}
+
+    def covering(self, elements: list[int]) -> "IsolatedAtoms":
+        """These references restricted to `elements`, every one of which needs its energy."""
+        from ase.data import chemical_symbols
+
+        missing = [chemical_symbols[z] for z in elements if z not in self.energies]
+        if missing:
+            found = " ".join(chemical_symbols[z] for z in sorted(self.energies))
+            raise UserError(f"{self.path}: no isolated-atom energy for {' '.join(missing)} (it has {found}); "
+                            "give one for every element of the data")
+        return IsolatedAtoms({z: self.energies[z] for z in elements}, self.path, self.others)
+
+
+def read_isolated_atoms(path: str | Path) -> IsolatedAtoms:
+    """The energy of each element alone, from the one-atom structures of `path`.
+
+    A file may hold other structures too (3BPA's training file starts with its
+    isolated atoms): only the one-atom ones are read. An element given twice must
+    be given the same energy.
+    """
+    from ase.data import chemical_symbols
+
+    from trainer.data.structures import extract_labels, read_structures
+
+    structures = read_structures(path)
+    labels = extract_labels(structures, path)
+    energies: dict[int, float] = {}
+    for k, (atoms, energy) in enumerate(zip(structures, labels.energy)):
+        if len(atoms) != 1:
+            continue
+        z = int(atoms.numbers[0])
+        if energy is None or not np.isfinite(energy):
+            raise UserError(f"{path}: structure {k} ({chemical_symbols[z]} alone) has no finite energy")
+        if z in energies and abs(energies[z] - energy) > 1e-6:
+            raise UserError(f"{path}: two different energies for an isolated {chemical_symbols[z]} "
+                            f"({energies[z]} and {energy} eV)")
+        energies[z] = float(energy)
+    if not energies:
+        raise UserError(f"{path}: no one-atom structure with an energy (--isolated-atoms needs the "
+                        "energy of each element alone)")
+    return IsolatedAtoms(energies, str(path), sum(len(a) != 1 for a in structures))
 
 
 def fit_reference_energies(graphs: GraphArrays) -> dict[int, float]:
