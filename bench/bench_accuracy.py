@@ -1,8 +1,8 @@
 """Test-set accuracy after training, as a fraction of the trivial predictors' error, per recipe.
 
     python bench/bench_accuracy.py [--backbones EGNN PNA SchNet] [--recipes old new] [--seeds 0]
-                                   [--epochs 30 | --seconds T] [--min-steps N] [--new KEY=VALUE ...]
-                                   [--force-modes direct] [--threads 2] [--work-dir DIR]
+                                   [--epochs 30 | --seconds T|mace] [--min-steps N] [--new KEY=VALUE ...]
+                                   [--force-modes direct] [--threads 2] [--work-dir DIR] [--mace]
 
 The reference workload, run with the REAL console scripts: the first 1000
 frames of ../shared/data/molecules/ethanol_train.xyz.xz, `gfm-data convert
@@ -17,6 +17,10 @@ head 50,50), direct forces, batch 32, fp32, 2 threads, and one of two recipes:
 The budget is the same for both: --epochs E (default 30), or --seconds T,
 each trial's wall-time budget (training.max_seconds, with no epoch limit):
 the recipes at equal wall time. --min-steps N adds training.min_steps.
+--mace first trains MACE small with mace-torch's own `mace_run_train` for --epochs
+epochs on the same split (bench/mace_reference.py) and evaluates it on the same test
+frames; `--seconds mace` then gives each of our trials MACE's wall time. The summary
+gives our MAE / MACE's, against the targets <= 0.5 (forces) and <= 0.2 (energy).
 (On a machine whose cores other processes keep busy, two OpenMP threads can
 crawl; --threads 1 then gives the same accuracy, but not the throughput.)
 
@@ -53,6 +57,7 @@ import torch
 import yaml
 
 from benchio import RESULTS, save_result
+from mace_reference import evaluate_mace, train_mace, write_split
 from trainer.contract import typed
 from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
@@ -72,18 +77,20 @@ RECIPES = {"old": {"optimizer": "adam", "learning_rate": 1.0e-3, "lr_schedule": 
                    "stage_two": None},
            "new": {}}
 THROUGHPUT_TARGETS = {"direct": 1900, "conservative": 1300}   # SMALL EGNN, graphs/s, 2 cores
+MACE_TARGETS = {"force": 0.5, "energy": 0.2}                     # our MAE / MACE small's at its wall time
 
 
-def convert(work: Path) -> Path:
+def convert(work: Path) -> tuple[Path, list]:
     frames = work / "ethanol_1000.extxyz"
-    ase.io.write(frames, read_structures(DATA)[:FRAMES])
+    structures = read_structures(DATA)[:FRAMES]
+    ase.io.write(frames, structures)
     output = work / "ethanol.bp"
     run = subprocess.run([str(BIN / "gfm-data"), "convert", "--name", "ethanol", "--output", str(output),
                           "--val", "0.1", "--test", "0.1", "--seed", "0", "--radius", "5.0",
                           "--max-neighbours", "50", "--overwrite", str(frames)], capture_output=True, text=True)
     if run.returncode != 0:
         raise SystemExit(f"gfm-data convert failed:\n{run.stderr[-2000:]}")
-    return output
+    return output, structures
 
 
 def train(trial: Path, data: Path, backbone: str, force_mode: str, seed: int, training: dict) -> dict:
@@ -135,6 +142,28 @@ def test_errors(best: Path, graphs: GraphArrays) -> dict[str, float]:
             "best_epoch": int(state["epoch"])}
 
 
+def mace_row(work: Path, data: Path, structures: list, args: argparse.Namespace) -> dict:
+    train_file, valid_file = write_split(data, structures, work)
+    trained = train_mace(work, train_file, valid_file, args.epochs, args.threads)
+    row = {"backbone": "MACE (mace_run_train)", "epochs_done": args.epochs,
+           "start_stage_two": trained["start_stage_two"], "wall_seconds": round(trained["wall_seconds"], 1),
+           **evaluate_mace(trained["model"], TEST, work, args.threads)}
+    print(f"MACE small via mace_run_train, {args.epochs} epochs: force MAE {row['force_mae_meV_per_A']:.1f} meV/Å, "
+          f"energy MAE {row['energy_mae_meV_per_atom']:.2f} meV/atom, {row['wall_seconds']:.0f} s", flush=True)
+    return row
+
+
+def against_mace(summary: dict, mace: dict) -> dict:
+    """Each contender's MAE over MACE's, and whether it meets the targets."""
+    out = {}
+    for key, entry in summary.items():
+        force = entry["force_mae_meV_per_A"] / mace["force_mae_meV_per_A"]
+        energy = entry["energy_mae_meV_per_atom"] / mace["energy_mae_meV_per_atom"]
+        out[key] = {"force_over_mace": round(force, 3), "energy_over_mace": round(energy, 3),
+                    "meets_targets": force <= MACE_TARGETS["force"] and energy <= MACE_TARGETS["energy"]}
+    return out
+
+
 def budget(args: argparse.Namespace) -> dict:
     limits = {"epochs": None, "max_seconds": args.seconds} if args.seconds else {"epochs": args.epochs}
     return {**limits, **({"min_steps": args.min_steps} if args.min_steps else {})}
@@ -152,12 +181,14 @@ def recipe(name: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=["EGNN", "PNA", "SchNet"],
-                        choices=["EGNN", "PNA", "SchNet"])
+                        choices=["EGNN", "PNA", "SchNet", "PaiNN", "MACE"])
     parser.add_argument("--recipes", nargs="+", default=["old", "new"], choices=list(RECIPES))
     parser.add_argument("--force-modes", nargs="+", default=["direct"], choices=["direct", "conservative"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (the split stays seed 0)")
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--seconds", type=float, help="wall-time budget of every trial, instead of --epochs")
+    parser.add_argument("--seconds", help="wall-time budget of every trial, instead of --epochs; "
+                                          "'mace': the wall time of --mace's training")
+    parser.add_argument("--mace", action="store_true", help="train MACE small with mace_run_train first")
     parser.add_argument("--min-steps", type=int, help="training.min_steps of every trial")
     parser.add_argument("--new", action="append", default=[], metavar="KEY=VALUE",
                         help="training override of the new recipe, e.g. learning_rate=3e-3")
@@ -170,9 +201,18 @@ def main() -> None:
             raise SystemExit(f"{path}: not found (the shared data lives beside the repository)")
     work = Path(tempfile.mkdtemp(prefix="bench_accuracy_")) if args.work_dir is None else args.work_dir
     work.mkdir(parents=True, exist_ok=True)
+    if args.seconds == "mace" and not args.mace:
+        parser.error("--seconds mace needs --mace")
     test_graphs = held_out()
+    mace = None
     try:
-        data = convert(work)
+        data, structures = convert(work)
+        if args.mace:
+            mace = mace_row(work, data, structures, args)
+        if args.seconds == "mace":
+            args.seconds = mace["wall_seconds"]
+        elif args.seconds is not None:
+            args.seconds = float(args.seconds)
         rows = []
         for backbone in args.backbones:
             for force_mode in args.force_modes:
@@ -183,6 +223,8 @@ def main() -> None:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     summary = summarise(rows, args)
+    comparison = {} if mace is None else {"mace": mace, "over_mace": against_mace(summary, mace),
+                                          "mace_targets": MACE_TARGETS}
     save_result(args.output, {
         "what": "held-out ethanol MAE after gfm-train on 800 ethanol frames, per recipe, as a fraction of "
                 "trivial predictors' MAE and of the old recipe's (same run)",
@@ -192,13 +234,17 @@ def main() -> None:
                      "force_target_ratio": FORCE_TARGET},
         "machine": {"node": platform.node(), "torch": torch.__version__,
                     "note": "shared machine: throughput and steps within a wall-time budget are noisy"},
-        "summary": summary, "results": rows})
+        "summary": summary, **comparison, "results": rows})
     for key, values in summary.items():
         line = (f"{key}: force ratio mean {values['force_ratio_mean']:.3f} (max {values['force_ratio_max']:.3f}, "
                 f"target <= {FORCE_TARGET}); energy ratio mean {values['energy_ratio_mean']:.2f}")
         if "force_mae_over_old" in values:
             line += (f"; over the old recipe: force {values['force_mae_over_old']:.2f}, "
                      f"energy {values['energy_mae_over_old']:.2f}")
+        if mace is not None:
+            versus = comparison["over_mace"][key]
+            line += (f"; over MACE: force {versus['force_over_mace']:.2f} (target <= {MACE_TARGETS['force']}), "
+                     f"energy {versus['energy_over_mace']:.2f} (target <= {MACE_TARGETS['energy']})")
         print(line)
 
 

@@ -105,9 +105,12 @@ def test_against_a_shifted_set(ethanol_ensemble, dataset, shifted, tmp_path):
 
 
 def test_a_single_trial_against_a_shifted_set(trial, dataset, shifted, tmp_path):
-    run = gfm_ensemble("evaluate", trial, dataset, "--against", shifted, "-o", tmp_path / "report")
+    # --split picks the dataset's split; the shifted ASE file is used whole.
+    run = gfm_ensemble("evaluate", trial, dataset, "--split", "valset", "--against", shifted,
+                       "-o", tmp_path / "report")
     assert run.returncode == 0, run.stderr
     shift = json.loads((tmp_path / "report" / "metrics.json").read_text())["shift"]
+    assert shift["in_distribution"]["split"] == "valset" and shift["shifted"]["structures"] == 16
     assert "mean_std_ratio" not in shift and "errors only" in shift["note"]
     assert shift["error_ratio"]["energy_mae"] > 0
 

@@ -56,7 +56,8 @@ def add_commands(commands) -> None:
                                "its mean std and errors over LABELLED's (the distribution-shift check)")
     evaluate.add_argument("-o", "--output", type=Path,
                           help="directory for metrics.json and PNGs [ENSEMBLE_DIR/evaluations/<name>]")
-    evaluate.add_argument("--split", help="split of a .bp dataset [testset]")
+    evaluate.add_argument("--split", help="split of LABELLED or SHIFTED where it is a .bp dataset "
+                                          "(an ASE file is used whole) [testset]")
     _common(evaluate)
     calibrate = commands.add_parser("calibrate", help="fit std -> a·std or a·std^b per quantity on validation "
                                                       "data (form chosen on held-out folds); store it in the manifest")

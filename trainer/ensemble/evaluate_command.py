@@ -31,8 +31,16 @@ def run(args: argparse.Namespace, progress_bar) -> int:
         read_manifest(args.ensemble)   # cheap checks first: a missing ensemble fails before torch loads
     from trainer.ensemble.evaluate import evaluate, read_labelled, shift, write_report
 
-    labelled = read_labelled(args.labelled, args.split, "testset")
-    against = read_labelled(args.against, args.split, "testset") if args.against else None
+    # --split picks the split of whichever set is a .bp dataset (a test split against a shifted
+    # ASE file is the usual check); an ASE file is used whole, and --split alone with no .bp errs.
+    given = [Path(p) for p in (args.labelled, args.against) if p]
+    any_dataset = any(p.suffix == ".bp" for p in given)
+
+    def split_of(path: Path) -> str | None:
+        return args.split if path.suffix == ".bp" or not any_dataset else None
+
+    labelled = read_labelled(args.labelled, split_of(Path(args.labelled)), "testset")
+    against = read_labelled(args.against, split_of(Path(args.against)), "testset") if args.against else None
     from trainer.ensemble.predict import Ensemble
 
     if single:
