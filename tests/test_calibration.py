@@ -7,7 +7,7 @@ import pytest
 from trainer.contract import typed
 from trainer.contract.typed import ConfigError
 from trainer.ensemble import calibration_fit, uncertainty
-from trainer.ensemble.calibration import Calibration, StdMap, upgrade_v1
+from trainer.ensemble.calibration import Calibration, StdMap, energy_spread, member_offsets, upgrade_v1
 
 N = 4000
 
@@ -134,3 +134,22 @@ def test_format_1_calibration_reads_as_scalar_maps():
     assert calibration.energy == StdMap("scalar", 2.5, 1.0) and calibration.forces == StdMap()
     assert calibration.fitted_on == {"file": "v.bp"}
     assert upgrade_v1(None) is None and upgrade_v1({"energy": {"form": "power", "a": 1, "b": 2}})["energy"]["b"] == 2
+
+
+def test_member_offsets_remove_a_constant_disagreement_and_keep_the_mean():
+    rng = np.random.default_rng(5)
+    num_atoms = rng.integers(5, 40, size=200)
+    truth = -4.0 * num_atoms + rng.normal(0, 0.1, 200)
+    noise = rng.normal(0, 0.02, (4, 200))             # the spread that depends on the structure
+    constant = np.array([0.003, -0.001, 0.0005, -0.0025])   # eV/atom each member is off by, always
+    members = truth + constant[:, None] * num_atoms + noise
+    offsets = member_offsets(members, num_atoms)
+    assert sum(offsets) == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(offsets, constant - constant.mean(), atol=5e-4)
+    aligned = energy_spread(members, num_atoms, offsets)
+    assert aligned.mean() == pytest.approx(noise.std(axis=0).mean(), rel=0.1)
+    assert members.std(axis=0).mean() > 3 * aligned.mean()     # the offsets dominated the raw spread
+    # Removed from every member, they leave the ensemble mean as it was.
+    shifted = members - np.asarray(offsets)[:, None] * num_atoms
+    np.testing.assert_allclose(shifted.mean(axis=0), members.mean(axis=0), atol=1e-9)
+    np.testing.assert_array_equal(energy_spread(members, num_atoms, None), members.std(axis=0))

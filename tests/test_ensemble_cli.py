@@ -16,6 +16,7 @@ from ensembles import ethanol_ensemble  # noqa: F401  (fixture)
 from tables import assert_columns_aligned
 from trainer.data.structures import read_structures
 from trainer.ensemble import calibration_fit, uncertainty
+from trainer.ensemble.calibration import energy_spread, member_offsets
 from trainer.ensemble.evaluate import read_labelled
 from trainer.ensemble.manifest import read_manifest
 from trainer.ensemble.predict import Ensemble
@@ -99,13 +100,21 @@ def test_calibrate_then_evaluate(ethanol_ensemble, tmp_path):
     calibration = read_manifest(ensemble).calibration
     # the stored maps are those fitted on the raw stds of the validation split, never worse than raw there
     labelled = read_labelled(dataset, None, "valset")
-    pred = Ensemble.load(ethanol_ensemble).predict(labelled.structures)
+    pred = Ensemble.load(ethanol_ensemble).predict(labelled.structures, members=True)   # not calibrated
+    # Each member's constant energy offset is fitted there too, and removed from the spread.
+    offsets = calibration.energy_offsets
+    assert offsets == pytest.approx(member_offsets(pred.member_energy, pred.num_atoms), abs=1e-12)
+    assert len(offsets) == len(pred.member_names) and abs(sum(offsets)) < 1e-12
+    spread = energy_spread(pred.member_energy, pred.num_atoms, offsets)
+    calibrated = Ensemble.load(ensemble).predict(labelled.structures)
+    np.testing.assert_allclose(calibrated.energy_std_raw, spread, rtol=1e-9)
+    np.testing.assert_allclose(calibrated.energy_mean, pred.energy_mean, rtol=1e-12)
+    assert "energy offsets of the members" in run.stdout
     structures = np.arange(20)
-    assert calibration.energy == calibration_fit.fit_quantity(pred.energy_mean - labelled.energy,
-                                                              pred.energy_std_raw, structures)
+    assert calibration.energy == calibration_fit.fit_quantity(pred.energy_mean - labelled.energy, spread, structures)
     assert calibration.forces == calibration_fit.fit_quantity(
         pred.forces_mean - labelled.forces, pred.forces_std_raw, np.repeat(structures, 27))
-    for quantity, error, raw in (("energy", pred.energy_mean - labelled.energy, pred.energy_std_raw),
+    for quantity, error, raw in (("energy", pred.energy_mean - labelled.energy, spread),
                                  ("forces", pred.forces_mean - labelled.forces, pred.forces_std_raw)):
         mapping = getattr(calibration, quantity)
         assert uncertainty.miscalibration_area(error, mapping.apply(raw)) <= uncertainty.miscalibration_area(

@@ -20,5 +20,5 @@ def build_ensemble(directory: Path, members: list[TrainedMember], origin: str, d
     write_manifest(directory, members, origin, max_neighbours)
     if len(members) > 1:  # one member has no spread to calibrate
         fitted = fit_calibration(Ensemble.load(directory), read_labelled(dataset, "valset", "valset"))
-        set_calibration(directory, fitted.energy, fitted.forces, fitted.fitted_on)
+        set_calibration(directory, fitted.energy, fitted.forces, fitted.fitted_on, fitted.energy_offsets)
     return directory

@@ -158,7 +158,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from trainer.ensemble.evaluate_command import calibration_summary
 
     fitted = fit_calibration(ensemble, labelled, args.batch_size, args.source)
-    set_calibration(args.ensemble, fitted.energy, fitted.forces, fitted.fitted_on)
+    set_calibration(args.ensemble, fitted.energy, fitted.forces, fitted.fitted_on, fitted.energy_offsets)
     print(f"calibration of {args.ensemble} on {len(labelled.structures)} structures of {args.labelled}"
           f"{' (' + labelled.origin['split'] + ')' if labelled.origin['split'] else ''}:")
     print(calibration_summary(fitted))

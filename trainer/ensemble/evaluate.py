@@ -29,7 +29,7 @@ from trainer.contract import typed
 from trainer.contract.errors import UserError
 from trainer.data.structures import extract_labels, read_structures
 from trainer.ensemble import calibration_fit, uncertainty
-from trainer.ensemble.calibration import Calibration
+from trainer.ensemble.calibration import Calibration, energy_spread, member_offsets
 
 if TYPE_CHECKING:   # these import torch (vesin does too), which reading labelled data does not need
     from trainer.data.graphs import GraphArrays
@@ -186,17 +186,20 @@ def _ratio(numerator: float, denominator: float) -> float:
 def fit_calibration(ensemble: Ensemble, labelled: Labelled, batch_size: int = 64, source: int = 0,
                     progress: Progress | None = None) -> Calibration:
     """Each quantity's std map, chosen and fitted on `labelled` from the RAW stds (calibration_fit.py)."""
-    pred = ensemble.predict(labelled.structures, batch_size, source=source, progress=progress)
+    pred = ensemble.predict(labelled.structures, batch_size, members=True, source=source, progress=progress)
     errors = errors_of(pred.energy_mean, pred.forces_mean, labelled)
     structures = np.arange(len(labelled.structures))
-    energy = calibration_fit.fit_quantity(errors.energy, pred.energy_std_raw, structures)
+    # Refitted from the members' own energies, whatever offsets the manifest holds.
+    offsets = member_offsets(pred.member_energy, pred.num_atoms)
+    spread = energy_spread(pred.member_energy, pred.num_atoms, offsets)
+    energy = calibration_fit.fit_quantity(errors.energy, spread, structures)
     # Forces per component, folds by structure: one structure's components are not independent.
     forces = calibration_fit.fit_quantity(errors.forces, pred.forces_std_raw,
                                           np.repeat(structures, 3 * pred.num_atoms))
     return Calibration(energy, forces, {
         **labelled.origin, "structures": len(labelled.structures),
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "method": f"least miscalibration area; form by {calibration_fit.FOLDS}-fold held-out area"})
+        "method": f"least miscalibration area; form by {calibration_fit.FOLDS}-fold held-out area"}, offsets)
 
 
 def write_report(outdir: str | Path, metrics: dict, pred: Prediction, labelled: Labelled) -> list[Path]:

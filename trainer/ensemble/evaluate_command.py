@@ -131,4 +131,7 @@ def calibration_summary(calibration: Calibration) -> str:
         if fit.get("note"):
             line += f" ({fit['note']})"
         lines.append(line)
+    if calibration.energy_offsets is not None:
+        offsets = ", ".join(f"{1000 * o:+.2f}" for o in calibration.energy_offsets)
+        lines.append(f"  energy offsets of the members, removed before their spread (meV/atom): {offsets}")
     return "\n".join(lines)

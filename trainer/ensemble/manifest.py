@@ -102,6 +102,9 @@ class Manifest:
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise Invalid("members", f"member names repeat: {', '.join(sorted(names))}")
+        offsets = self.calibration.energy_offsets
+        if offsets is not None and len(offsets) != len(self.members):
+            raise Invalid("calibration", f"{len(offsets)} energy offsets for {len(self.members)} members")
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: typed.to_dict(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init}
@@ -194,13 +197,14 @@ def load_manifest(ensemble_dir: str | Path) -> Manifest:
 
 
 def set_calibration(ensemble_dir: str | Path, energy: StdMap | float, forces: StdMap | float,
-                    fitted_on: dict[str, Any] | None = None) -> Manifest:
+                    fitted_on: dict[str, Any] | None = None, energy_offsets: list[float] | None = None) -> Manifest:
     """Store the calibration maps (a number: the scalar map std -> number * std) in the manifest, atomically."""
     manifest = read_manifest(ensemble_dir)
     maps = [typed.to_dict(m) if isinstance(m, StdMap) else upgrade_v1({"energy": m})["energy"]
             for m in (energy, forces)]
-    manifest.calibration = typed.build(Calibration, {"energy": maps[0], "forces": maps[1], "fitted_on": fitted_on},
-                                       origin="calibration")
+    manifest.calibration = typed.build(Calibration, {"energy": maps[0], "forces": maps[1], "fitted_on": fitted_on,
+                                                     "energy_offsets": energy_offsets}, origin="calibration")
+    manifest.check()
     atomic_write_json(Path(ensemble_dir) / MANIFEST_FILE, manifest.to_json())
     return manifest
 

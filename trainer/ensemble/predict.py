@@ -34,7 +34,7 @@ from trainer.contract.errors import UserError, one_line
 from trainer.contract.trialconfig import ModelConfig
 from trainer.data.batch import Batch
 from trainer.data.graphs import GraphArrays, offsets
-from trainer.ensemble.calibration import StdMap
+from trainer.ensemble.calibration import StdMap, energy_spread
 from trainer.ensemble.manifest import EnsembleError, Manifest, load_manifest
 from trainer.models.build import DataStats, EnergyForceModel, build_model
 
@@ -50,7 +50,7 @@ class Prediction:
     """Ensemble predictions for G structures with A atoms in all (structures' atoms concatenated)."""
     num_atoms: np.ndarray             # [G]
     energy_mean: np.ndarray           # [G] eV
-    energy_std_raw: np.ndarray        # [G] eV, std over members
+    energy_std_raw: np.ndarray        # [G] eV, std over members (their energy offsets removed: calibration.py)
     forces_mean: np.ndarray           # [A, 3] eV/Å
     forces_std_raw: np.ndarray        # [A, 3] eV/Å, std over members, per component
     energy_calibration: StdMap        # raw std -> calibrated std (calibration.py)
@@ -86,6 +86,7 @@ class Ensemble:
                  dtype: torch.dtype = torch.float32):
         self.manifest, self.models, self.device, self.dtype = manifest, models, device, dtype
         self.names = [m.name for m in manifest.members]
+        self._offsets = manifest.calibration.energy_offsets
 
     @classmethod
     def load(cls, ensemble_dir: str | Path, device: str | torch.device = "cpu") -> "Ensemble":
@@ -152,7 +153,9 @@ class Ensemble:
             stop = min(start + batch_size, g)
             energy, forces = self._run_members(self._graphs(structures, start, stop, source))
             atoms = slice(atom_start[start], atom_start[stop - 1] + num_atoms[stop - 1])
-            out.energy_mean[start:stop], out.energy_std_raw[start:stop] = energy.mean(0), energy.std(0)
+            # The offsets sum to zero, so they leave the mean as the members' own.
+            out.energy_mean[start:stop] = energy.mean(0)
+            out.energy_std_raw[start:stop] = energy_spread(energy, num_atoms[start:stop], self._offsets)
             out.forces_mean[atoms], out.forces_std_raw[atoms] = forces.mean(0), forces.std(0)
             if members:
                 out.member_energy[:, start:stop], out.member_forces[:, atoms] = energy, forces
