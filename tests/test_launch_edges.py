@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from datasets import emt_only
 from hpo_helpers import assert_one_line_error, gfm_hpo
+from orchestrator.launch.breaker import CircuitBreaker, failed_at_startup
 
 
 def standin_site(tmp_path, script: str, name: str = "site.yaml") -> str:
@@ -115,3 +117,43 @@ def test_status_on_a_damaged_database_is_one_line(tmp_path, content):
         done = gfm_hpo(command, run)
         assert_one_line_error(done, f"{run / 'trials.db'}: not a readable trial database")
     assert (run / "trials.db").read_bytes() == content
+
+
+@emt_only
+def test_the_circuit_breaker_stops_a_broken_trainer_command_and_the_run_resumes(tmp_path, molecules_bp):
+    site = standin_site(tmp_path, "import sys\nprint('module gfm-env not found', file=sys.stderr)\nsys.exit(127)\n")
+    run = tmp_path / "run"
+    done = gfm_hpo("launch", "--site", site, "--nodes", "2", "--max-evals", "30", "--space", "demo",
+                   "--data", molecules_bp, "--run-dir", run)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("gfm-hpo: error: stopped: ") and "before their first epoch, on every slice" in lines[0]
+    assert "exited with status 127" in lines[0] and "module gfm-env not found" in lines[0]
+    counts = json.loads(gfm_hpo("status", run, "--json", check=True).stdout)["phases"]["hpo"]["counts"]
+    assert 5 <= counts["failed"] <= 7 and counts["completed"] == 0 and counts["running"] == 0, counts
+    # Fixed (here: the stand-in trainer instead), the same run directory carries on to its end.
+    bench = Path(__file__).resolve().parents[1] / "bench" / "standin_trainer.py"
+    spec = yaml.safe_load(Path(site).read_text())
+    spec["trainer_command"] = [sys.executable, str(bench), "--median-seconds", "0.05"]
+    Path(site).write_text(yaml.safe_dump(spec))
+    done = gfm_hpo("resume", run, check=True)
+    counts = json.loads(gfm_hpo("status", run, "--json", check=True).stdout)["phases"]["hpo"]["counts"]
+    assert sum(counts.values()) == 30 and counts["completed"] >= 20, counts
+
+
+def test_breaker_needs_the_streak_and_every_slice():
+    breaker = CircuitBreaker(limit=3)
+    for _ in range(5):
+        breaker.record(True, 0, "boom")
+    assert not breaker.tripped({0, 1})  # one bad slice alone never stops the phase
+    breaker.record(True, 1, "boom")
+    assert breaker.tripped({0, 1}) and "Last error: boom" in breaker.message()
+    breaker.record(False, 0, None)  # a trial that trained an epoch ends the streak
+    breaker.record(True, 0, "x")
+    breaker.record(True, 1, "x")
+    assert not breaker.tripped({0, 1})
+    breaker.record(True, 1, "x")
+    assert breaker.tripped({0, 1})
+    assert failed_at_startup("failed", None) and failed_at_startup("failed", {"epochs": []})
+    assert not failed_at_startup("failed", {"epochs": [{"epoch": 1}]}) and not failed_at_startup("completed", None)

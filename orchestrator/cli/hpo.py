@@ -48,6 +48,8 @@ def _launch_parser(commands) -> None:
     launch.add_argument("--seed", type=int, default=0,
                         help="seed of the optimiser (its random initial design too) and of every trial's training [0]")
     launch.add_argument("--max-attempts", type=int, default=3, help="launches per trial after node failures [3]")
+    launch.add_argument("--max-startup-failures", type=int, default=5,
+                        help="stop after this many consecutive trials failed before an epoch, on every slice [5]")
     launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="trial.yaml override for every trial, e.g. training.batch_size=64")
@@ -83,6 +85,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
            "epochs": None if args.steps is not None else 10 if args.epochs is None else args.epochs,
            "steps": args.steps, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
            "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
+           "max_startup_failures": args.max_startup_failures,
            "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set)}
     try:
         return typed.build(RunSettings, raw, "command line")
