@@ -11,6 +11,8 @@ import yaml
 from datasets import emt_only
 from hpo_helpers import assert_one_line_error, gfm_hpo
 from orchestrator.launch.breaker import CircuitBreaker, failed_at_startup
+from orchestrator.phases.run import PhaseFailed, check_outcome
+from orchestrator.trials.db import TrialDB
 
 
 def standin_site(tmp_path, script: str, name: str = "site.yaml") -> str:
@@ -128,7 +130,7 @@ def test_the_circuit_breaker_stops_a_broken_trainer_command_and_the_run_resumes(
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith("gfm-hpo: error: stopped: ") and "before their first epoch, on every slice" in lines[0]
+    assert lines[0].startswith("gfm-hpo: error: stopped: ") and "failed before the trainer reported, on every slice" in lines[0]
     assert "exited with status 127" in lines[0] and "module gfm-env not found" in lines[0]
     counts = json.loads(gfm_hpo("status", run, "--json", check=True).stdout)["phases"]["hpo"]["counts"]
     assert 5 <= counts["failed"] <= 7 and counts["completed"] == 0 and counts["running"] == 0, counts
@@ -149,11 +151,28 @@ def test_breaker_needs_the_streak_and_every_slice():
     assert not breaker.tripped({0, 1})  # one bad slice alone never stops the phase
     breaker.record(True, 1, "boom")
     assert breaker.tripped({0, 1}) and "Last error: boom" in breaker.message()
-    breaker.record(False, 0, None)  # a trial that trained an epoch ends the streak
+    breaker.record(False, 0, None)  # a trial the trainer reported on ends the streak
     breaker.record(True, 0, "x")
     breaker.record(True, 1, "x")
     assert not breaker.tripped({0, 1})
     breaker.record(True, 1, "x")
     assert breaker.tripped({0, 1})
-    assert failed_at_startup("failed", None) and failed_at_startup("failed", {"epochs": []})
-    assert not failed_at_startup("failed", {"epochs": [{"epoch": 1}]}) and not failed_at_startup("completed", None)
+    assert failed_at_startup("failed", None)  # the trainer never reported: the launch or the program
+    assert not failed_at_startup("failed", {"epochs": [], "error": "no CUDA device"})  # the trainer's own word
+    assert not failed_at_startup("completed", {"epochs": [{"epoch": 1}]}) and not failed_at_startup("interrupted", None)
+
+
+def test_a_phase_of_failures_is_summed_up_once(tmp_path):
+    with TrialDB(tmp_path) as db:
+        check_outcome(db, "hpo")  # nothing ran: nothing to say
+        for k, error in enumerate(["no CUDA device", "no CUDA device", "non-finite loss at epoch 1"]):
+            trial = db.create_trial("hpo", {"k": k})
+            db.mark_running(trial, 0, ["n1"])
+            db.mark_finished(trial, "failed", error=error)
+        with pytest.raises(PhaseFailed, match=r"^all 3 hpo trials failed, for 2 different reasons "
+                                              r"\(see gfm-hpo status\); the most common \(2\): no CUDA device$"):
+            check_outcome(db, "hpo")
+        trial = db.create_trial("hpo", {"k": 3})
+        db.mark_running(trial, 0, ["n1"])
+        db.mark_finished(trial, "completed", objective=0.5)
+        check_outcome(db, "hpo")  # one success: the search worked

@@ -49,7 +49,8 @@ def _launch_parser(commands) -> None:
                         help="seed of the optimiser (its random initial design too) and of every trial's training [0]")
     launch.add_argument("--max-attempts", type=int, default=3, help="launches per trial after node failures [3]")
     launch.add_argument("--max-startup-failures", type=int, default=5,
-                        help="stop after this many consecutive trials failed before an epoch, on every slice [5]")
+                        help="stop after this many consecutive trials failed before the trainer reported, "
+                             "on every slice [5]")
     launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="trial.yaml override for every trial, e.g. training.batch_size=64")

@@ -4,17 +4,20 @@ A misconfigured site or trainer command (a module that does not load, a
 wrong path, a launcher flag the machine refuses) fails every trial within
 seconds of its launch, and the manager would go on creating and failing
 trials, thousands of them at the paper's scale, each told to the optimiser.
-A start-up failure is a failed trial that finished no epoch. The breaker
-opens after `limit` consecutive ones *and* one on every usable slice: a
-single bad slice keeps failing its own trials (node faults are the
-allocation's business) while the others' completed trials reset the count,
-and an occasional configuration that fails at start-up (too big for the
-memory) is interrupted in its streak by the next one that trains. 5 by
-default: with the first wave on every slice launched at once, a broken site
-has failed every slice's first trial by then on up to 5 slices, and on more
-the rule "every slice" waits for each to have shown it (one wave, never
-thousands). The trials still running are interrupted, so a resume after the
-fix runs them again.
+A start-up failure is a failed trial from which the trainer never reported:
+no result.json this attempt (the launcher or the program died before our
+trainer ran) or a launch that raised. A failure the trainer reported itself
+(a NaN, a setting the machine lacks, a model too big) is a fact about that
+configuration, told to the optimiser, and ends the streak: otherwise a search
+whose space holds many such configurations would be stopped for them. The
+breaker opens after `limit` consecutive start-up failures *and* one on every
+usable slice: a single bad slice keeps failing its own trials (node faults
+are the allocation's business) while the others' trials reset the count.
+5 by default: with the first wave launched on every slice at once, a broken
+site has failed that many within seconds on any allocation of 5 slices or
+more, and below that a few waves of seconds each; "every slice" makes it wait
+at most one wave longer on a large one, never thousands of trials. The trials
+still running are interrupted, so a resume after the fix runs them again.
 """
 from __future__ import annotations
 
@@ -49,10 +52,11 @@ class CircuitBreaker:
         return self.streak >= self.limit and usable_slices <= self.slices
 
     def message(self) -> str:
-        return (f"stopped: {self.streak} consecutive trials failed before their first epoch, on every slice "
+        return (f"stopped: {self.streak} consecutive trials failed before the trainer reported, on every slice "
                 f"(max_startup_failures {self.limit}); the site or trainer command looks misconfigured. "
                 f"Last error: {self.last_error}. Fix it, then run gfm-hpo resume")
 
 
 def failed_at_startup(status: str, result: dict | None) -> bool:
-    return status == "failed" and not (result or {}).get("epochs")
+    """`result`: the trial's result.json from this attempt, None when the trainer wrote none."""
+    return status == "failed" and result is None

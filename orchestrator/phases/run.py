@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -63,13 +64,16 @@ def check_datasets(paths: list[str]) -> None:
 
 
 def check_outcome(db: TrialDB, phase: str) -> None:
-    """A PhaseFailed when the phase ran trials, none completed and all failed with one error."""
+    """A PhaseFailed when the phase ran trials and every one failed: its reason, said once."""
     trials = db.trials(phase)
     if not trials or any(t.status != "failed" for t in trials):
         return
-    reasons = {t.error or "no reason recorded" for t in trials}
+    reasons = Counter(t.error or "no reason recorded" for t in trials)
+    (reason, count), = reasons.most_common(1)
     if len(reasons) == 1:
-        raise PhaseFailed(f"all {len(trials)} {phase} trials failed: {reasons.pop()}")
+        raise PhaseFailed(f"all {len(trials)} {phase} trials failed: {reason}")
+    raise PhaseFailed(f"all {len(trials)} {phase} trials failed, for {len(reasons)} different reasons "
+                      f"(see gfm-hpo status); the most common ({count}): {reason}")
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -96,15 +100,19 @@ def new_run_dir(run_dir: Path) -> Iterator[Path]:
     second launch (it "holds a run") and a resume (its files are incomplete).
     """
     check_run_dir(run_dir)
+    given_empty = run_dir.is_dir()
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        if run_dir.is_dir():
+        if given_empty:
             run_dir.rmdir()  # empty (checked above): rename cannot publish over it otherwise
         with atomic_output(run_dir, overwrite=False) as tmp:
             tmp.mkdir()
             yield tmp
     except OSError as err:
         raise UserError(f"{run_dir}: cannot create the run directory ({err.strerror or err})") from None
+    finally:
+        if given_empty and not run_dir.exists():
+            run_dir.mkdir()  # a refused launch leaves the user's empty directory as it was
 
 
 def _log_to(run_dir: Path) -> logging.Handler:
