@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -176,3 +177,22 @@ def test_a_phase_of_failures_is_summed_up_once(tmp_path):
         db.mark_running(trial, 0, ["n1"])
         db.mark_finished(trial, "completed", objective=0.5)
         check_outcome(db, "hpo")  # one success: the search worked
+
+
+@emt_only
+def test_a_refused_batch_submission_leaves_no_run_directory(tmp_path, molecules_bp):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    env["PATH"] = str(tmp_path / "no-slurm-here")  # sbatch cannot be found: the submission fails last
+    run = tmp_path / "run"
+    done = gfm_hpo("launch", "--site", "local-slurm", "--nodes", "2", "--data", molecules_bp, "--run-dir", run,
+                   env=env)
+    assert_one_line_error(done, "sbatch, which is not on PATH")
+    assert not run.exists() and not list(tmp_path.glob(".run.tmp-*"))
+
+
+@emt_only
+def test_a_dataset_without_validation_samples_is_refused_at_launch(tmp_path, session_data, variant):
+    no_val = session_data.dataset(variant, "molecules", 40, 0.0, 0.1)
+    done = gfm_hpo("launch", "--nodes", "1", "--data", no_val, "--run-dir", tmp_path / "run")
+    assert_one_line_error(done, f"{no_val}: no valset samples (convert with --val > 0)")
+    assert not (tmp_path / "run").exists()

@@ -135,7 +135,7 @@ def launch(args: argparse.Namespace) -> int:
         return run_hpo(run_dir)
     try:
         return _submit(run_dir, site, settings)
-    except BaseException:  # nothing ran: a refused job must not leave a run that blocks the next launch
+    except Exception:  # nothing ran: a refused job must not leave a run that blocks the next launch
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
