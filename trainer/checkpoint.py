@@ -2,7 +2,8 @@
 
 `checkpoint.pt` holds the latest state (model, optimiser, scheduler, epoch and
 step within it, running sums of the unfinished epoch, RNG state, the result so
-far); `best.pt` holds the weights of the best validation epoch with the model
+far, and the configuration it belongs to: `resume_state` refuses it for an
+edited trial.yaml, and names it when it is damaged or not ours); `best.pt` holds the weights of the best validation epoch with the model
 config and data statistics, which is all an ensemble member needs. Both are
 written atomically and contain only tensors and plain Python data, so they
 load with `torch.load(..., weights_only=True)`.

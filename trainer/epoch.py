@@ -28,7 +28,7 @@ class StopSignal:
     """Remembers SIGTERM/SIGUSR1; all ranks agree on it at step boundaries."""
 
     def __init__(self) -> None:
-        # Installed before the one it replaces is asked, so no signal falls between the two handlers.
+        # This handler first, then what the early one recorded: a signal in between is not lost.
         for sig in signals.STOP_SIGNALS:
             signal.signal(sig, self._handle)
         self.received: int | None = signals.take_early()

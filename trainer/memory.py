@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 
 from trainer.contract.errors import UserError
-from trainer.contract.trialconfig import ModelConfig
+from trainer.contract.trialconfig import ModelConfig, TrainingConfig, TrialConfig
 
-# Per parameter while training: weights, gradients, Adam's two moments, the weight average.
-COPIES = 5
+def copies(training: TrainingConfig) -> int:
+    """Values held per parameter while training: weights and gradients, the optimiser's state
+    (Adam's two moments, SGD's momentum; AMSGrad a third), and the weight average if on."""
+    state = 1 if training.optimizer == "sgd" else 3 if training.amsgrad else 2
+    return 2 + state + (training.ema_decay is not None)
 
 
 def min_parameters(model: ModelConfig) -> int:
@@ -43,12 +46,13 @@ def available_bytes(device) -> int | None:
         return None
 
 
-def check_model_fits(model: ModelConfig, bytes_per_value: int, device) -> None:
-    need = min_parameters(model) * bytes_per_value * COPIES
+def check_model_fits(config: TrialConfig, bytes_per_value: int, device) -> None:
+    model = config.model
+    need = min_parameters(model) * bytes_per_value * copies(config.training)
     have = available_bytes(device)
     if have is not None and need > have:
         raise UserError(
             f"model: hidden_dim {model.hidden_dim}, num_conv_layers {model.num_conv_layers}, fc_dim {model.fc_dim} "
             f"means at least {min_parameters(model):.3g} parameters, {need / 2**30:.3g} GiB to train "
-            f"(weights, gradients, optimiser moments, weight average), more than the {have / 2**30:.3g} GiB "
+            f"({copies(config.training)} values each), more than the {have / 2**30:.3g} GiB "
             f"available on {device}")

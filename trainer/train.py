@@ -97,7 +97,7 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     cfg = config.training
     torch.manual_seed(cfg.seed)
     dtype = _DTYPES[cfg.precision]
-    check_model_fits(config.model, dtype.itemsize, ctx.device)
+    check_model_fits(config, dtype.itemsize, ctx.device)
     saved = checkpoint.resume_state(trial_dir, config, ctx.device)  # refused early: before the data is read
     paths = [source.path for source in config.data.sources]
     train_store = DistributedStore(paths, "trainset", ctx.comm, config.data.max_train_samples)
