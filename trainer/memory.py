@@ -4,9 +4,9 @@
 layer's constructor, or worse, with Linux overcommitting, succeed and have
 the process killed when the pages are touched (no result.json at all). The
 estimate is a lower bound that holds for every backbone: each conv layer has
-at least one hidden x hidden matrix and the heads their fc layers, so a model
-is refused only when it certainly does not fit; near the limit the real
-allocation still decides.
+at least one hidden x hidden matrix (ours add an embedding and the energy
+head), so a model is refused only when it certainly does not fit; near the
+limit the real allocation still decides.
 """
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ def copies(training: TrainingConfig) -> int:
 
 
 def min_parameters(model: ModelConfig) -> int:
-    heads = 2 * (model.hidden_dim * model.fc_dim + (model.num_fc_layers - 1) * model.fc_dim ** 2)
-    return model.num_conv_layers * model.hidden_dim ** 2 + heads
+    layers = model.num_conv_layers * model.hidden_dim ** 2
+    if model.mpnn_type == "MACE":  # mace-torch's own embedding and readouts: the layers alone
+        return layers
+    # Ours: an embedding row per element (119) and the energy head's MLP besides the layers.
+    head = model.hidden_dim * model.fc_dim + (model.num_fc_layers - 1) * model.fc_dim ** 2
+    return layers + 119 * model.hidden_dim + head
 
 
 def available_bytes(device) -> int | None:
