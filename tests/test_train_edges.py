@@ -115,3 +115,22 @@ def test_a_model_far_too_big_is_refused_before_allocation(tmp_path, molecules_bp
     trial = make_trial(tmp_path / "t", molecules_bp, model={"hidden_dim": 100_000_000})
     line = refused(gfm_train(trial), "model: hidden_dim 100000000", "GiB to train", "GiB available on cpu")
     assert result_of(trial)["error"] in line and not (trial / "checkpoint.pt").exists()
+
+
+def test_the_memory_estimate_is_a_lower_bound_for_every_backbone():
+    from trainer.contract.trialconfig import ModelConfig
+    from trainer.memory import min_parameters
+    from trainer.models.build import DataStats, build_model, count_parameters
+
+    stats = DataStats(radius=5.0, elements=[1, 6, 8], reference_energies=[{1: 0.0, 6: 0.0, 8: 0.0}],
+                      energy_shift=0.0, energy_scale=1.0, force_scale=1.0, degree_histogram=[0, 1, 2, 3])
+    import importlib.util
+
+    backbones = ["EGNN", "PNA", "SchNet", "PaiNN"] + (["MACE"] if importlib.util.find_spec("mace") else [])
+    for mpnn_type in backbones:
+        for hidden, fc, layers, heads, forces in [(8, 4, 1, 1, "direct"), (32, 8, 3, 3, "conservative"),
+                                                  (16, 128, 2, 3, "conservative")]:
+            extra = {"max_L": 0, "correlation": 1} if mpnn_type == "MACE" else {}
+            config = ModelConfig(mpnn_type=mpnn_type, hidden_dim=hidden, fc_dim=fc, num_conv_layers=layers,
+                                 num_fc_layers=heads, force_mode=forces, **extra)
+            assert min_parameters(config) <= count_parameters(build_model(config, stats)), config
