@@ -212,7 +212,7 @@ def run_search(name: str, optimizer: str, trials: int, *, timeout: float | None,
                seed: int, work: Path, per_trial_tells: bool = False) -> tuple[Probe, Path, dict[str, float]]:
     """Run one search to its end in WORK/NAME; the probe, the run directory, and CPU seconds used."""
     run_dir = work / name
-    dummy = work / "dummy.bp"  # the stand-in reads no data; the manager only checks that it exists
+    dummy = work / "dummy.bp"  # the stand-in reads no data, and the probe starts the manager past launch's dataset check
     dummy.touch()
     site = bench_site(median_seconds)
     settings = typed.build(RunSettings, {

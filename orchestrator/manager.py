@@ -23,6 +23,7 @@ from trainer.contract.result import EXIT_INTERRUPTED
 from trainer.contract.trialconfig import TRIAL_FILE, write_trial
 
 from orchestrator.allocation import Allocation, Slice
+from orchestrator.launch.breaker import CircuitBreaker, CircuitOpen, failed_at_startup
 from orchestrator.launch.executor import TrialExecutor, TrialHandle
 from orchestrator.launch.launchers import FORCE_WAIT
 from orchestrator.launch.orphans import stop_orphan
@@ -60,6 +61,7 @@ class Manager:
         self._wakeup = threading.Event()
         self._last_progress = 0.0
         self.started = time.time()
+        self.breaker = CircuitBreaker(settings.max_startup_failures)
 
     # -- the loop --------------------------------------------------------------
 
@@ -73,6 +75,11 @@ class Manager:
                 if self.stopping:
                     self._shutdown()
                     return EXIT_INTERRUPTED
+                if self.breaker.tripped({s.index for s in self.allocation.slices}):
+                    log.error("circuit breaker: %s", self.breaker.message())
+                    self.stopping = "the circuit breaker"
+                    self._shutdown()  # the trials still running are interrupted: a resume runs them again
+                    raise CircuitOpen(self.breaker.message())
                 self._enforce_walltimes()
                 self._launch()
                 self._update_progress()
@@ -148,8 +155,10 @@ class Manager:
             handle = self.executor.submit(trial_dir, slice)
         except Exception as err:  # the launch machinery itself failed: a failure of this trial
             log.exception("launching trial %d failed", trial.trial_id)
-            self.db.mark_finished(trial.trial_id, "failed", error=f"launch failed: {type(err).__name__}: {err}")
+            error = f"launch failed: {type(err).__name__}: {err}"
+            self.db.mark_finished(trial.trial_id, "failed", error=error)
             self.proposer.finished(trial.params, None)
+            self.breaker.record(True, slice.index, error)
             return
         handle.future.add_done_callback(lambda _: self._wakeup.set())
         self.running[slice.index] = Running(self.db.get(trial.trial_id), slice, handle, launched_at)
@@ -216,6 +225,7 @@ class Manager:
         self.db.mark_finished(trial.trial_id, outcome.status, outcome.objective, outcome.error, outcome.result)
         if outcome.status != "interrupted":
             self.proposer.finished(trial.params, outcome.objective)
+            self.breaker.record(failed_at_startup(outcome.status, outcome.result), run.slice.index, outcome.error)
 
     def _shutdown(self) -> None:
         """Stop every running trial (each checkpoints and reports interrupted), record them, return."""

@@ -37,6 +37,11 @@ class ParameterSpec:
             raise Invalid("low" if self.low is None else "high", "a range needs both low and high (or give choices)")
         if self.low > self.high:
             raise Invalid("low", f"low ({self.low}) is greater than high ({self.high})")
+        if self.low == self.high:
+            # Not taken as a constant: it would still count as a dimension (CBO's initial design is
+            # 2 x dimensions + 1 trials) and ConfigSpace refuses an empty range; `fixed` says it plainly.
+            raise Invalid("high", f"low and high are both {self.high}: a range of one value is not searched; "
+                                  "put the value under fixed: (its trial.yaml key) instead")
         if self.prior == "log-uniform" and self.low <= 0:
             raise Invalid("low", f"a log-uniform range needs low > 0, got {self.low}")
 

@@ -87,3 +87,22 @@ def slurm_cluster():
     finally:
         if not was_running:
             subprocess.run([str(SLURM_SCRIPT), "stop", *where], capture_output=True, text=True)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """A directory nothing can be created in, root included (tests here often run as root, where a
+    mode of 0o555 stops nobody): the immutable attribute for root, the mode bits otherwise."""
+    path = tmp_path / "readonly"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
+        pytest.skip("as root, a read-only directory needs chattr +i (e2fsprogs) on a file system that has it")
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -110,3 +110,12 @@ def test_existing_output_is_untouched(inputs):
     assert {p: p.read_bytes() for p in snapshot} == snapshot
     info = run("info", "good.bp", cwd=inputs)
     assert info.returncode == 0 and "trainset 8, valset 1, testset 1" in info.stdout
+
+
+@pytest.mark.parametrize("command", [["convert", "--name", "x", "good.extxyz"], ["generate", "--kind", "bulk",
+                                                                                "--count", "3"]])
+def test_output_into_an_unwritable_directory_is_refused_first(inputs, readonly_dir, command):
+    output = readonly_dir / ("out.bp" if command[0] == "convert" else "out.extxyz")
+    assert_one_line_error(run(*command, "-o", output, cwd=inputs),
+                          f"{output}: directory {readonly_dir} is not writable")
+    assert list(readonly_dir.iterdir()) == []

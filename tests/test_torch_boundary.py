@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from datasets import emt_only
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 HEAVY = ("torch", "torch_geometric", "vesin", "adios2")
 
@@ -51,14 +53,14 @@ def test_the_trial_contract_imports_no_torch_vesin_or_adios2():
     assert out["heavy"] == []
 
 
-def test_the_manager_never_imports_torch(tmp_path):
+@emt_only  # the manager opens the dataset (torch-free) but the stand-in never reads it
+def test_the_manager_never_imports_torch(tmp_path, molecules_bp):
     site = tmp_path / "standin-site.yaml"
     site.write_text(yaml.safe_dump({
         "name": "standin", "scheduler": "local", "launcher": "none", "nodes_per_trial": 1,
         "node_pattern": "local[0001-0064]",
         "trainer_command": [sys.executable, str(BENCH / "standin_trainer.py"), "--median-seconds", "0.05"]}))
-    data = tmp_path / "never-read.bp"  # the stand-in trains on nothing; the manager only checks it exists
-    data.mkdir()
+    data = molecules_bp  # checked by the launch as a trial would open it; the stand-in trains on nothing
     run_dir = tmp_path / "run"
     out = loaded_heavy(f"""
         import orchestrator

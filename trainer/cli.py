@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from trainer import signals
 from trainer.contract.errors import UserError, run_cli
 from trainer.contract.result import EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED
 
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.trial_dir.is_dir():
         raise UserError(f"{args.trial_dir}: not a directory")
     started = process_start_time()
+    signals.early()  # before torch: a stop during the imports still ends as "interrupted"
     from trainer.train import run  # imports torch: only when there is a trial to run
 
     return run(args.trial_dir, started)

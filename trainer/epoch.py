@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from trainer import distributed
+from trainer import distributed, signals
 from trainer.budget import Budget
 from trainer.data.loader import EpochLoader
 from trainer.ema import WeightAverage
@@ -28,9 +28,10 @@ class StopSignal:
     """Remembers SIGTERM/SIGUSR1; all ranks agree on it at step boundaries."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        # This handler first, then what the early one recorded: a signal in between is not lost.
+        for sig in signals.STOP_SIGNALS:
             signal.signal(sig, self._handle)
+        self.received: int | None = signals.take_early()
 
     def _handle(self, signum: int, frame) -> None:
         self.received = signum

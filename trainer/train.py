@@ -12,6 +12,7 @@ on by all ranks at the next check, checkpointed mid-epoch, and reported as
 """
 from __future__ import annotations
 
+import json
 import math
 import resource
 import sys
@@ -25,16 +26,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainer import checkpoint, distributed
 from trainer.budget import Budget
-from trainer.contract.errors import UserError
+from trainer.contract.errors import UserError, one_line
 from trainer.contract.result import (EXIT_BAD_CONFIG, EXIT_COMPLETED, EXIT_FAILED, EXIT_INTERRUPTED, EpochRecord,
                                      Result)
-from trainer.contract.trialconfig import TrialConfig, load_trial, stage_two_force_weight
+from trainer.contract.trialconfig import RESULT_FILE, TrialConfig, bound_config, load_trial, stage_two_force_weight
 from trainer.contract.typed import to_dict
 from trainer.data.loader import EpochLoader
 from trainer.data.store import DistributedStore
 from trainer.ema import WeightAverage
 from trainer.epoch import Clock, Loop, Position, StopSignal, evaluate, train_epoch
 from trainer.loss import SUM_FIELDS, LossWeights, summarise
+from trainer.memory import check_model_fits
 from trainer.models.build import build_model, count_parameters
 from trainer.optim import Schedule, full_state_dict, make_optimizer
 from trainer.progress import EpochProgress
@@ -78,8 +80,16 @@ def _finish(trial_dir: Path, ctx, result: Result, status: str, error: str | None
     # Before the ranks have joined (ctx is None) every rank fails alike: only the first tells.
     if ctx.is_main if ctx is not None else distributed.discover()[1] == 0:
         print(f"{result.name}: {status}" + (f": {error}" if error else ""), file=sys.stderr, flush=True)
-        result.write(trial_dir)
+        if not (status == "failed" and _completed_on_record(trial_dir)):
+            result.write(trial_dir)  # a completed trial run again (and refused) keeps its record
     return code
+
+
+def _completed_on_record(trial_dir: Path) -> bool:
+    try:
+        return json.loads((trial_dir / RESULT_FILE).read_text()).get("status") == "completed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, result: Result,
@@ -87,6 +97,8 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     cfg = config.training
     torch.manual_seed(cfg.seed)
     dtype = _DTYPES[cfg.precision]
+    check_model_fits(config, dtype.itemsize, ctx.device)
+    saved = checkpoint.resume_state(trial_dir, config, ctx.device)  # refused early: before the data is read
     paths = [source.path for source in config.data.sources]
     train_store = DistributedStore(paths, "trainset", ctx.comm, config.data.max_train_samples)
     val_store = DistributedStore(paths, "valset", ctx.comm)
@@ -113,16 +125,19 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     schedule = Schedule(optimizer, cfg, budget)
 
     position = Position()
-    saved = checkpoint.load(trial_dir / checkpoint.LATEST, ctx.device)
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        if average.enabled:
-            average.load_state_dict(saved["ema"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["scheduler"])
-        checkpoint.restore_rng(saved["rng"])
-        position = Position(**saved["position"])
-        result = Result.from_json(saved["result"])
+        try:
+            model.load_state_dict(saved["model"])
+            if average.enabled:
+                average.load_state_dict(saved["ema"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["scheduler"])
+            checkpoint.restore_rng(saved["rng"])
+            position = Position(**saved["position"])
+            result = Result.from_json(saved["result"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:  # e.g. written before bound_config
+            raise UserError(f"{trial_dir / checkpoint.LATEST}: does not fit this trial's model and optimiser "
+                            f"({one_line(err, limit=200)}); was trial.yaml changed?") from None
         result.resumed_from_epoch = position.epoch
     result.status, result.error, result.finished_at = "running", None, None
     result.num_parameters = count_parameters(model)
@@ -136,6 +151,8 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
     loop = Loop(wrapped, train_loader, optimizer, schedule, average, budget, weights, stage_two_weights,
                 cfg.gradient_clip, ctx, stop, Clock(position.elapsed), autocast, dtype)
 
+    bound = bound_config(config)
+
     def save_checkpoint() -> None:
         optimizer_state = full_state_dict(optimizer)  # collective under ZeRO-1
         if ctx.is_main:
@@ -144,7 +161,7 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
                 **({"ema": average.state_dict()} if average.enabled else {}),
                 "scheduler": schedule.state_dict(), "rng": checkpoint.rng_state(),
                 "position": {**position.__dict__, "elapsed": loop.clock()}, "result": result.to_json(),
-                "model_config": to_dict(config.model), "stats": stats.to_dict()})
+                "model_config": to_dict(config.model), "stats": stats.to_dict(), "bound_config": bound})
 
     # How these weights came to be, for an ensemble's manifest (members differ by seed and data).
     trained_on = {"seed": cfg.seed, "bootstrap": config.data.bootstrap, "train_samples": train_store.num_samples,
@@ -153,6 +170,9 @@ def _train(trial_dir: Path, config: TrialConfig, ctx: distributed.Context, resul
                   "max_neighbours": train_store.infos[0].max_neighbours}
     if ctx.is_main:
         result.write(trial_dir)
+    if stop.agreed(ctx, position.elapsed)[0]:  # came during start-up: nothing trained, the checkpoint stands
+        return _finish(trial_dir, ctx, result, "interrupted", f"stopped by signal {stop.received or 'on another rank'} "
+                       "before training started", EXIT_INTERRUPTED)
     stale = _epochs_since_best(result)
     # At an epoch boundary the budget is asked again (a completed trial run again stays completed);
     # mid-epoch (resuming after a signal) the epoch is finished first, as it would have been.

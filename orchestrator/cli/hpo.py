@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -47,6 +48,9 @@ def _launch_parser(commands) -> None:
     launch.add_argument("--seed", type=int, default=0,
                         help="seed of the optimiser (its random initial design too) and of every trial's training [0]")
     launch.add_argument("--max-attempts", type=int, default=3, help="launches per trial after node failures [3]")
+    launch.add_argument("--max-startup-failures", type=int, default=5,
+                        help="stop after this many consecutive trials failed before the trainer reported, "
+                             "on every slice [5]")
     launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="trial.yaml override for every trial, e.g. training.batch_size=64")
@@ -82,6 +86,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
            "epochs": None if args.steps is not None else 10 if args.epochs is None else args.epochs,
            "steps": args.steps, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
            "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
+           "max_startup_failures": args.max_startup_failures,
            "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set)}
     try:
         return typed.build(RunSettings, raw, "command line")
@@ -95,13 +100,14 @@ def launch(args: argparse.Namespace) -> int:
     from search_spaces import load_space
 
     from orchestrator.allocation import Allocation, discover_nodes
-    from orchestrator.phases.run import check_datasets
+    from orchestrator.phases.run import check_datasets, check_run_dir, new_run_dir
+    from orchestrator.search.backends import make_optimizer
     from orchestrator.sites import load_site
     from orchestrator.views.plan import format_plan, slice_plan
 
     settings = settings_from(args)
     site = load_site(settings.site)
-    load_space(settings.space)  # a bad space file fails now, not in the batch job
+    space = load_space(settings.space)  # a bad space file fails now, not in the batch job
     nodes = discover_nodes(site, settings.nodes)
     allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
     run_dir = (args.run_dir or locations.new_run_dir()).resolve()
@@ -112,24 +118,56 @@ def launch(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise UserError("--data: at least one dataset is needed (make one with gfm-data convert)")
+    submit = _submits(site, args.foreground)
+    if submit:
+        _check_batch(site, settings)
+    check_run_dir(run_dir)
     check_datasets(settings.data)
-    if (run_dir / runconfig.RUN_FILE).exists():
-        raise UserError(f"{run_dir}: already holds a run; continue it with gfm-hpo resume {run_dir}")
-    runconfig.save(run_dir, settings)
-    return _start(run_dir, site, settings, args.foreground)
+    # Everything else is checked while the run directory is built aside: the optimiser checks
+    # its settings only when it is made, so it is made there, once, before the directory exists.
+    with new_run_dir(run_dir) as staging:
+        runconfig.save(staging, settings)
+        make_optimizer(space, settings.seed, staging / "optimizer")
+    if not submit:
+        print(f"run directory {run_dir}")
+        from orchestrator.phases.hpo import run_hpo
+
+        return run_hpo(run_dir)
+    try:
+        return _submit(run_dir, site, settings)
+    except Exception:  # nothing ran: a refused job must not leave a run that blocks the next launch
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _submits(site, foreground: bool) -> bool:
+    """Whether the manager goes to the batch system (a Slurm site, outside an allocation)."""
+    return site.scheduler == "slurm" and not slurm.inside_allocation() and not foreground
+
+
+def _check_batch(site, settings: RunSettings) -> None:
+    from orchestrator.launch.batch import batch_script
+
+    if settings.nodes is None:
+        raise UserError("--nodes: how many nodes to ask the batch system for")
+    batch_script(site, settings.nodes, ["true"], "check", "/dev/null")  # the site's required fields
+
+
+def _submit(run_dir: Path, site, settings: RunSettings) -> int:
+    from orchestrator.launch.batch import submit_manager
+
+    job = submit_manager(site, run_dir, settings.nodes, settings.walltime)
+    print(f"submitted batch job {job}; run directory {run_dir}")
+    print(f"follow it with: gfm-hpo status {run_dir}")
+    return 0
 
 
 def _start(run_dir: Path, site, settings: RunSettings, foreground: bool) -> int:
-    from orchestrator.launch.batch import submit_manager
     from orchestrator.phases.hpo import run_hpo
 
-    if site.scheduler == "slurm" and not slurm.inside_allocation() and not foreground:
-        if settings.nodes is None:
-            raise UserError("--nodes: how many nodes to ask the batch system for")
-        job = submit_manager(site, run_dir, settings.nodes, settings.walltime)
-        print(f"submitted batch job {job}; run directory {run_dir}")
-        print(f"follow it with: gfm-hpo status {run_dir}")
-        return 0
+    if _submits(site, foreground):
+        _check_batch(site, settings)
+        return _submit(run_dir, site, settings)
     print(f"run directory {run_dir}")
     return run_hpo(run_dir)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from orchestrator.trials.schema import BUSY_TIMEOUT_MS, CURVE_COLUMNS, database_path
+from trainer.contract.errors import UserError
 
 if TYPE_CHECKING:
     import pandas
@@ -76,5 +77,14 @@ def _read_only(run_dir: str | Path) -> Iterator[sqlite3.Connection]:
         db.execute("BEGIN")  # one snapshot for everything read through this connection
         yield db
         db.execute("COMMIT")
+    except Exception as err:
+        # A damaged or foreign file: sqlite3 says so at the first read, pandas wraps that in its own
+        # DatabaseError ("Execution failed on sql ...: file is not a database"); keep the last words.
+        import pandas as pd
+
+        if isinstance(err, (sqlite3.DatabaseError, pd.errors.DatabaseError)):
+            reason = str(err).split("': ", 1)[-1]  # after pandas' "Execution failed on sql '...'"
+            raise UserError(f"{path}: not a readable trial database ({reason})") from None
+        raise
     finally:
         db.close()

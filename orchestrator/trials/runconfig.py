@@ -43,6 +43,9 @@ class RunSettings:
     timeout: float | None = bounded(None, low=0.0, low_exclusive=True,
                                     doc="seconds after which no new trial starts (running ones finish)")
     max_attempts: int = bounded(3, low=1, doc="launches of one trial (retries after node failures)")
+    max_startup_failures: int = bounded(
+        5, low=1, doc="stop the phase after this many consecutive trials failed before the trainer reported "
+                      "(no result.json), at least one on every slice (a misconfigured site or trainer command)")
     walltime: str | None = field(default=None, metadata={"doc": "batch job wall time; null: the site's"})
     trial: dict[str, Any] = field(default_factory=dict,
                                   metadata={"doc": "dotted trial.yaml overrides, e.g. training.batch_size: 64"})

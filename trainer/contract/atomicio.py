@@ -91,3 +91,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` as strict JSON (non-finite floats become null)."""
     text = json.dumps(_finite_or_none(obj), indent=2, allow_nan=False)
     atomic_write_text(path, text + "\n")
+
+
+def check_can_publish(path: str | os.PathLike) -> None:
+    """A UserError unless `path` could be published (a temporary sibling, then a rename), checked
+    before the work that produces it. Probed by making such a sibling: os.access answers yes to
+    root even in a read-only or immutable directory."""
+    from trainer.contract.errors import UserError
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: directory {path.parent} does not exist")
+    probe = _temporary_sibling(path)
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise UserError(f"{path}: directory {path.parent} is not writable ({err.strerror or err})") from None

@@ -49,3 +49,36 @@ def one_line(err: BaseException | str, limit: int | None = None, with_type: bool
     if with_type and isinstance(err, BaseException):
         return f"{type(err).__name__}: {text}" if text else type(err).__name__
     return text
+
+
+# ADIOS2 messages: "[date] [ADIOS2 EXCEPTION] <Engine> <BP4Reader> <OpenFiles> : text", nested when one
+# layer rethrows another's, and ": iostream error" appended by each layer on the way out.
+_ADIOS_HEADER = re.compile(r"\[[^\]]*\]\s*\[ADIOS2 (?:EXCEPTION|ERROR)\]\s*(?:<[^>]*>\s*)*:\s*")
+_ADIOS_NOISE = re.compile(r"(?:\s*:\s*iostream error)+\s*$|,? in call to POSIX \w+: errno = \d+")
+
+
+def adios_reason(err: BaseException | str, limit: int = 160) -> str:
+    """The essential reason of an ADIOS2 exception, one line: the innermost layer's text, without
+    its time stamp, the engine/class/function trail and the "iostream error" tails (~460 characters
+    of which the user needs ~80)."""
+    text = " ".join(_COLOUR.sub("", str(err)).split())
+    parts = [p for p in _ADIOS_HEADER.split(text) if p.strip()]
+    reason = _ADIOS_NOISE.sub("", parts[-1] if parts else text).strip().rstrip(":").strip()
+    return one_line(reason or text, limit=limit)
+
+
+_TORCH_REFUSAL = re.compile(r"WeightsUnpickler error:\s*(.*?)(?:\s*Please use `torch\.serialization|"
+                            r"\s*Check the documentation of torch\.load|$)")
+
+
+def load_refusal(err: BaseException | str, limit: int = 200) -> str:
+    """Why `torch.load(weights_only=True)` refused a file, without torch's advice to retry with
+    `weights_only=False` (which would execute whatever the file's pickle says: exactly what
+    loading with weights only is there to prevent) or to allow-list the offending class."""
+    text = " ".join(_COLOUR.sub("", str(err)).split())
+    found = _TORCH_REFUSAL.search(text)
+    if found and found.group(1).strip():
+        return one_line("refused by weights_only loading: " + found.group(1).strip().rstrip("."), limit=limit)
+    if "weights_only" in text:  # another wording of the same advice: keep only its first sentence
+        return one_line(text.split(". ", 1)[0], limit=limit)
+    return one_line(err, limit=limit, with_type=isinstance(err, BaseException))

@@ -171,3 +171,35 @@ def write_trial(trial_dir: str | Path, config: TrialConfig) -> Path:
     path = trial_dir / TRIAL_FILE
     atomic_write_text(path, yaml.safe_dump(typed.to_dict(config), sort_keys=False))
     return path
+
+
+# What a trial may change between runs of its directory and still resume its checkpoint: the
+# budget (a trial continued to a longer one, e.g. a higher fidelity), where and how fast it runs,
+# the output, and where its datasets now lie (a run directory copied elsewhere). Everything else
+# says what the checkpoint's weights and optimiser state are of.
+RESUMABLE_KEYS = ("name", "output", "training.epochs", "training.min_steps", "training.max_steps",
+                  "training.max_seconds", "training.patience", "training.threads", "training.device")
+
+
+def bound_config(config: TrialConfig) -> dict:
+    """The part of a trial's configuration a checkpoint is bound to, flat (dotted keys)."""
+    flat: dict = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, inner)
+        elif not any(prefix == k or prefix.startswith(k + ".") for k in RESUMABLE_KEYS):
+            flat[prefix] = value
+
+    data = typed.to_dict(config)
+    for source in data["data"]["sources"]:
+        source["path"] = Path(source["path"]).name
+    walk("", data)
+    return flat
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """`key: old -> new` for every bound key that differs."""
+    return [f"{key}: {saved.get(key, '(unset)')!r} -> {current.get(key, '(unset)')!r}"
+            for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]

@@ -15,19 +15,14 @@ Reading takes a contiguous range of samples, so a rank holds only its share.
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from trainer.contract.atomicio import atomic_output
-from trainer.contract.errors import UserError, one_line
 from trainer.data.graphs import PER_ATOM, PER_EDGE, PER_GRAPH, GraphArrays
-
-FORMAT_VERSION = 1
-SPLITS = ("trainset", "valset", "testset")
-UNITS = {"energy": "eV", "forces": "eV/Angstrom", "positions": "Angstrom", "stress": "eV/Angstrom^3"}
+from trainer.data.header import (FORMAT_VERSION, SPLITS, UNITS, DatasetFileError, DatasetInfo,  # noqa: F401
+                                 discard as _discard, open_file, read_info, reader_profile as _reader_profile)
 
 # On-disk dtypes: compact where the range allows, widened to GraphArrays' dtypes on reading.
 _DISK_DTYPE = {
@@ -38,45 +33,6 @@ _DISK_DTYPE = {
 }
 _MEMORY_DTYPE = {"pbc": bool, "fixed": bool, "source": np.int64, "atomic_numbers": np.int64,
                  "edge_index": np.int64, "edge_shift": np.int64}
-
-
-def _reader_profile(path: Path) -> Path:
-    """Where ADIOS2's BP5 reader drops its timing profile on close.
-
-    BP5 (ADIOS2 2.10 to at least 2.12) writes a profile whenever an engine
-    closes, with no parameter to stop it (`Profile=Off` only reaches BP3/BP4):
-    the writer a `profiling.json` inside the dataset, every reading process
-    /tmp/<file name>_<pid in hex>_profiling.json, hundreds after a test run.
-    The names are fixed and the reader's carries our pid, so we remove them.
-    """
-    return Path("/tmp") / f"{path.name}_{os.getpid():x}_profiling.json"
-
-
-def _discard(profile: Path) -> None:
-    try:
-        profile.unlink(missing_ok=True)
-    except OSError:  # someone else's file of the same name, or /tmp read-only: leave it
-        pass
-
-
-class DatasetFileError(UserError):
-    """A dataset file that is missing, unreadable or not in our format."""
-
-
-@dataclass
-class DatasetInfo:
-    """The attributes of a dataset file."""
-    name: str
-    radius: float
-    max_neighbours: int | None
-    elements: list[int]
-    reference_energies: dict[int, float]
-    counts: dict[str, int]
-    degree_histogram: list[int] = field(default_factory=list)
-    cleaning_report: dict = field(default_factory=dict)
-    split_rule: dict = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=lambda: dict(UNITS))
-    format_version: int = FORMAT_VERSION
 
 
 def write_dataset(path: str | Path, splits: dict[str, GraphArrays], info: DatasetInfo,
@@ -130,23 +86,10 @@ class DatasetReader:
     """An open dataset file; reads attributes and contiguous ranges of samples."""
 
     def __init__(self, path: str | Path):
-        import adios2
-
         self.path = Path(path)
-        if not self.path.exists():
-            raise DatasetFileError(f"{self.path}: no such dataset")
-        self._file = None
+        self._file, self._variables, attributes = open_file(self.path)
         try:
-            self._file = adios2.FileReader(str(self.path))
-            self._variables = self._file.available_variables()
-            attributes = self._file.available_attributes()
-        except Exception as err:  # adios2 raises plain exceptions for foreign or damaged files
-            self.close()
-            raise DatasetFileError(f"{self.path}: not a readable ADIOS2 file ({one_line(err)})") from None
-        try:
-            if "format_version" not in attributes or "radius" not in attributes:
-                raise DatasetFileError(f"{self.path}: not a dataset written by gfm-data convert")
-            self.info = self._read_info()
+            self.info = read_info(self._file, attributes, self.path)
         except BaseException:
             self.close()
             raise
@@ -162,37 +105,6 @@ class DatasetReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    def _attr(self, name: str):
-        return self._file.read_attribute(name)
-
-    def _text(self, name: str) -> str:
-        return str(self._attr(name))
-
-    def _scalar(self, name: str):
-        return np.asarray(self._attr(name)).reshape(-1)[0].item()
-
-    def _read_info(self) -> DatasetInfo:
-        version = int(self._scalar("format_version"))
-        if version != FORMAT_VERSION:
-            raise DatasetFileError(f"{self.path}: format version {version}, this program reads {FORMAT_VERSION}")
-        counts = {split: int(self._scalar(f"counts/{split}")) for split in SPLITS}
-        elements = [int(z) for z in np.asarray(self._attr("elements")).reshape(-1) if z > 0]
-        energies = np.asarray(self._attr("reference_energies"), np.float64).reshape(-1)
-        histogram = [int(v) for v in np.asarray(self._attr("degree_histogram")).reshape(-1)]
-        return DatasetInfo(
-            name=self._text("name"),
-            radius=float(self._scalar("radius")),
-            max_neighbours=int(self._scalar("max_neighbours")) or None,
-            elements=elements,
-            reference_energies={z: float(e) for z, e in zip(elements, energies)},
-            counts=counts,
-            degree_histogram=histogram,
-            cleaning_report=json.loads(self._text("cleaning_report")),
-            split_rule=json.loads(self._text("split_rule")),
-            units=json.loads(self._text("units")),
-            format_version=version,
-        )
 
     def _read(self, split: str, name: str, start: int, count: int, width: tuple[int, ...]) -> np.ndarray:
         key = f"{split}/{name}"

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from trainer.contract.atomicio import check_can_publish
 from trainer.contract.errors import UserError, run_cli
 
 PROG = "gfm-data"
@@ -206,8 +207,7 @@ def run_generate(args: argparse.Namespace) -> None:
 
     if args.output.exists() and not args.overwrite:
         raise UserError(f"{args.output}: already exists (pass --overwrite to replace it)")
-    if not args.output.parent.is_dir():
-        raise UserError(f"{args.output}: directory {args.output.parent} does not exist")
+    check_can_publish(args.output)  # before the structures are computed
     extra = {"molecules": tuple(args.molecule)} if args.molecule else {}
     options = GenerateOptions(kind=args.kind, count=args.count, seed=args.seed, max_atoms=args.max_atoms,
                               workers=args.workers, **extra)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.contract.atomicio import atomic_output
+from trainer.contract.atomicio import atomic_output, check_can_publish
 from trainer.data.cleaning import SourceReport, clean, report_dict
 from trainer.data.reference import degree_histogram, fit_references, read_isolated_atoms
 from trainer.data.splitting import check_fractions, random_split
@@ -81,10 +80,7 @@ def check_output(output: Path, overwrite: bool) -> None:
     """Fail before any work when the result could not be published."""
     if output.exists() and not overwrite:
         raise UserError(f"{output}: already exists (pass --overwrite to replace it)")
-    if not output.parent.is_dir():
-        raise UserError(f"{output}: directory {output.parent} does not exist")
-    if not os.access(output.parent, os.W_OK):
-        raise UserError(f"{output}: directory {output.parent} is not writable")
+    check_can_publish(output)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from trainer.contract import locations
+from trainer.contract.atomicio import check_can_publish
 from trainer.contract.errors import UserError
 from trainer.contract.text import number, table
 from trainer.ensemble import prediction_files
@@ -113,6 +114,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     writer = prediction_files.writer_for(output)
     if output.resolve() == args.structures.resolve():
         raise UserError(f"-o {output}: would overwrite the input")
+    check_can_publish(output)  # before the compute, not after it
     ensemble_dir = args.ensemble or find_ensemble()
     # Cheap checks first: a missing ensemble or a malformed file fails before torch is imported.
     read_manifest(ensemble_dir)

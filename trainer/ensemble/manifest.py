@@ -28,9 +28,10 @@ from typing import Any
 
 from trainer.contract import typed
 from trainer.contract.atomicio import atomic_write_bytes, atomic_write_json
-from trainer.contract.errors import UserError, one_line
+from trainer.contract.errors import UserError, load_refusal
 from trainer.contract.typed import Invalid
 from trainer.ensemble.calibration import Calibration, StdMap, upgrade_v1
+from trainer.ensemble.membercheck import check_member
 
 FORMAT_VERSION = 2   # 2: a calibration map per quantity (calibration.py), members' seed and data
 READABLE_VERSIONS = (1, 2)
@@ -192,6 +193,7 @@ def load_manifest(ensemble_dir: str | Path) -> Manifest:
         stats = state["stats"]
         if float(stats["radius"]) != manifest.radius or sorted(stats["elements"]) != manifest.elements:
             raise EnsembleError(f"{path}: its radius/elements disagree with {MANIFEST_FILE}")
+        check_member(member, state, path, str(manifest.directory / MANIFEST_FILE), EnsembleError)
         manifest.checkpoints.append(state)
     return manifest
 
@@ -227,7 +229,7 @@ def parse_checkpoint(data: bytes, path: Path) -> dict[str, Any]:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # arbitrary bytes make the unpickler fail in arbitrary ways (KeyError, ...)
         raise EnsembleError(f"{path}: not a model checkpoint readable with weights_only "
-                            f"({one_line(err, limit=200)})") from None
+                            f"({load_refusal(err)})") from None
     if not isinstance(state, dict) or not {"model", "model_config", "stats"} <= set(state):
         raise EnsembleError(f"{path}: not a best.pt of gfm-train (needs model, model_config and stats)")
     return state
