@@ -106,8 +106,12 @@ def main() -> None:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-campaign-"))
     work.mkdir(parents=True, exist_ok=True)
     loads = {k: v for k, v in workloads(work).items() if k in args.only}
-    results = {"settings": {k: v for k, v in vars(args).items() if k not in ("work_dir", "only")},
-               "targets": TARGETS, "note": "one run on a shared 2-core machine", "workloads": {}}
+    settings = {k: v for k, v in vars(args).items() if k not in ("work_dir", "only")}
+    # A run of some workloads keeps the others' figures when its settings are the same.
+    earlier = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    kept = earlier.get("workloads", {}) if earlier.get("settings") == settings else {}
+    results = {"settings": settings, "targets": TARGETS, "note": "one run on a shared 2-core machine",
+               "workloads": kept}
     for name, load in loads.items():
         row = campaign(name, load, work, args)
         row["meets"] = verdict(name, row)

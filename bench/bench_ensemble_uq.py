@@ -1,6 +1,7 @@
 """Does the ensemble's std rank its errors, grow under distribution shift, and calibrate?
 
     python bench/bench_ensemble_uq.py [--epochs 30] [--parallel 2] [--work-dir DIR] [--only ethanol 3bpa]
+                                      [--reuse]
 
 Two workloads of ../shared/data, converted with the real `gfm-data convert`
 (radius 5, at most 50 neighbours, seed 0):
@@ -21,11 +22,17 @@ Each is calibrated on its validation split by trainer.ensemble.build (the
 code behind `gfm-ensemble train`), then evaluated (trainer.ensemble.evaluate,
 the code behind `gfm-ensemble evaluate`). Also recorded: the area the old
 calibration (one NLL factor s^2 = mean(z^2) per quantity) would give.
+The same-run baseline of the members' energy offsets (removed from the spread
+since 2026-12-01): each ensemble's raw energy figures with the offsets kept too.
+--reuse keeps the members already trained in --work-dir (the same members, so
+the comparison isolates what the ensemble code does with them).
 Writes bench/results/ensemble_uq.json.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -58,6 +65,8 @@ VARIANTS = {"shared seed": ([0, 0, 0], False), "seeds": ([0, 1, 2, 3, 4, 5], Fal
 
 def convert(frames, work: Path, name: str, val: float, test: float) -> Path:
     source, output = work / f"{name}.extxyz", work / f"{name}.bp"
+    if output.exists():  # a reused work directory: the members were trained on this very file
+        return output
     aseio.write(str(source), frames)
     subprocess.run([str(BIN / "gfm-data"), "convert", "--name", name, "--output", str(output), "--val", str(val),
                     "--test", str(test), "--seed", "0", "--radius", "5.0", "--max-neighbours", "50", str(source)],
@@ -113,6 +122,21 @@ def nll_area(ensemble: Ensemble, val, test_metrics: dict, test_pred, test) -> di
     return out
 
 
+def offsets_kept(ensemble: Ensemble, test, against) -> dict:
+    """The raw energy figures of the spread with each member's energy offset left in (as before)."""
+    manifest = copy.copy(ensemble.manifest)
+    manifest.calibration = dataclasses.replace(manifest.calibration, energy_offsets=None)
+    plain = Ensemble(manifest, ensemble.models, ensemble.device)
+    metrics, _ = evaluate(plain, test)
+    raw = metrics["uncertainty"]["raw"]["energy"]
+    out = {"spearman_energy": raw["spearman_std_vs_abs_error"], "mean_energy_std": raw["mean_std"]}
+    if against is not None:
+        shifted, _ = evaluate(plain, read_labelled(against, None, "testset"))
+        out["shift_energy_std_ratio_raw"] = shift(metrics, shifted)["mean_std_ratio"]["raw"]["energy"]
+        out["shifted_spearman_energy"] = shifted["uncertainty"]["raw"]["energy"]["spearman_std_vs_abs_error"]
+    return out
+
+
 def summarise(metrics: dict) -> dict:
     raw, cal = metrics["uncertainty"]["raw"], metrics["uncertainty"]["calibrated"]
     mean = metrics["accuracy"]["ensemble_mean"]
@@ -131,6 +155,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--only", nargs="+", choices=("ethanol", "3bpa"), default=["ethanol", "3bpa"])
+    parser.add_argument("--reuse", action="store_true", help="keep members already trained in --work-dir")
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-uq-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -140,7 +165,8 @@ def main() -> None:
                     config, seed, boot)
                    for name, load in loads.items() for seeds, boot in VARIANTS.values()
                    for config, seed in zip(list(CONFIGS) * 2, seeds)})
-    seconds = train(jobs, args.epochs, args.parallel)
+    todo = [job for job in jobs if not (args.reuse and (job[0] / "best.pt").exists())]
+    seconds = train(todo, args.epochs, args.parallel)
     print(f"trained {len(jobs)} members in {time.time() - started:.0f} s", flush=True)
     results = {"workloads": {}, "epochs": args.epochs, "members_trained": len(jobs),
                "train_seconds": sum(seconds.values()),
@@ -161,12 +187,14 @@ def main() -> None:
             row["calibration"] = {q: {"map": getattr(calibration, q).describe(),
                                       "held_out_area": getattr(calibration, q).fit.get("held_out_area"),
                                       "note": getattr(calibration, q).fit.get("note")} for q in ("energy", "forces")}
+            row["offsets_kept"] = offsets_kept(ensemble, test, load["against"])
             row["old_nll_scalar"] = nll_area(ensemble, read_labelled(load["data"], "valset", "valset"), metrics,
                                              pred, test)
             if load["against"] is not None:
                 shifted, _ = evaluate(ensemble, read_labelled(load["against"], None, "testset"))
                 check = shift(metrics, shifted)
                 row["shift"] = {"mean_std_ratio_raw": check["mean_std_ratio"]["raw"],
+                                "mean_std_ratio_calibrated": check["mean_std_ratio"]["calibrated"],
                                 "error_ratio": check["error_ratio"], "shifted": summarise(shifted)}
             rows[variant] = row
             print(f"{name} / {variant}: {row}", flush=True)
