@@ -179,7 +179,7 @@ def train_outputs(model: EnergyForceModel, batch: Batch):
 
 @pytest.mark.parametrize("force_mode", FORCE_MODES)
 # Not MACE: under torch.utils.checkpoint its recomputed tensors differ in shape inside mace-torch
-# (seen on generated slabs, CheckpointError); a known limitation, not yet refused at configuration.
+# (seen on generated slabs, CheckpointError); a trial config asking for both is refused (below).
 @pytest.mark.parametrize("mpnn_type", [b for b in BACKBONES if b != "MACE"])
 def test_activation_checkpointing_changes_nothing(mixed, mpnn_type, force_mode):
     config = small(mpnn_type, force_mode=force_mode)
@@ -193,6 +193,17 @@ def test_activation_checkpointing_changes_nothing(mixed, mpnn_type, force_mode):
     with torch.enable_grad() if force_mode == "conservative" else torch.no_grad():  # as in validation
         for a, b in zip(plain.eval()(batch), checkpointed.eval()(batch)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mace_with_activation_checkpointing_is_refused_at_configuration():
+    from trainer.contract import typed
+    from trainer.contract.trialconfig import TrialConfig
+    from trainer.contract.typed import ConfigError
+
+    with pytest.raises(ConfigError, match=r"t.yaml: training.activation_checkpointing: is not supported with "
+                                          r"mpnn_type MACE"):
+        typed.build(TrialConfig, {"data": {"sources": [{"path": "x.bp"}]}, "model": {"mpnn_type": "MACE"},
+                                  "training": {"activation_checkpointing": True}}, origin="t.yaml")
 
 
 @pytest.mark.parametrize("force_mode", FORCE_MODES)

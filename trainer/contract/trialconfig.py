@@ -152,6 +152,11 @@ class TrialConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     name: str = field(default="trial", metadata={"doc": "a label for logs"})
 
+    def check(self) -> None:
+        if self.model.mpnn_type == "MACE" and self.training.activation_checkpointing:
+            # mace-torch's layers give recomputed tensors of other shapes (torch's CheckpointError).
+            raise Invalid("training.activation_checkpointing", "is not supported with mpnn_type MACE")
+
 
 def load_trial(trial_dir: str | Path) -> TrialConfig:
     """Read TRIAL_DIR/trial.yaml; relative data paths are taken from the trial directory."""
