@@ -93,11 +93,12 @@ def convert(work: Path) -> tuple[Path, list]:
     return output, structures
 
 
-def train(trial: Path, data: Path, backbone: str, force_mode: str, seed: int, training: dict) -> dict:
+def train(trial: Path, data: Path, backbone: str, force_mode: str, seed: int, training: dict,
+          model: dict | None = None) -> dict:
     trial.mkdir(parents=True)
     (trial / "trial.yaml").write_text(yaml.safe_dump({
         "data": {"sources": [{"path": str(data)}]},
-        "model": {"mpnn_type": backbone, "force_mode": force_mode, **SMALL},
+        "model": {"mpnn_type": backbone, "force_mode": force_mode, **SMALL, **(model or {})},
         "training": {**training, "seed": seed}}))
     start = time.perf_counter()
     run = subprocess.run([str(BIN / "gfm-train"), str(trial)], capture_output=True, text=True)
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--min-steps", type=int, help="training.min_steps of every trial")
     parser.add_argument("--new", action="append", default=[], metavar="KEY=VALUE",
                         help="training override of the new recipe, e.g. learning_rate=3e-3")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="model override of every trial, e.g. element_scale_shift=false")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of gfm-train")
     parser.add_argument("--work-dir", type=Path, help="keep trials here (default: a temporary directory)")
     parser.add_argument("--output", type=Path, default=RESULT)
@@ -230,7 +233,7 @@ def main() -> None:
                 "trivial predictors' MAE and of the old recipe's (same run)",
         "workload": {"data": str(DATA.relative_to(ROOT.parent)), "frames": FRAMES, "split": "800/100/100 seed 0",
                      "test": str(TEST.relative_to(ROOT.parent)), "model": SMALL,
-                     "recipes": {name: recipe(name, args) for name in args.recipes},
+                     "recipes": {name: recipe(name, args) for name in args.recipes}, "model_overrides": args.model,
                      "force_target_ratio": FORCE_TARGET},
         "machine": {"node": platform.node(), "torch": torch.__version__,
                     "note": "shared machine: throughput and steps within a wall-time budget are noisy"},
@@ -253,7 +256,8 @@ def run_one(work: Path, data: Path, test_graphs: GraphArrays, backbone: str, for
     trial = work / f"{backbone}-{force_mode}-{name}-seed{seed}"
     if trial.exists():
         shutil.rmtree(trial)
-    result = train(trial, data, backbone, force_mode, seed, recipe(name, args))
+    model = {key: yaml.safe_load(value) for key, _, value in (pair.partition("=") for pair in args.model)}
+    result = train(trial, data, backbone, force_mode, seed, recipe(name, args), model)
     rates = [epoch["graphs_per_second"] for epoch in result["epochs"]]
     row = {"backbone": backbone, "force_mode": force_mode, "recipe": name, "seed": seed,
            "parameters": result["num_parameters"], **test_errors(trial / "best.pt", test_graphs),
