@@ -95,13 +95,15 @@ def launch(args: argparse.Namespace) -> int:
     from search_spaces import load_space
 
     from orchestrator.allocation import Allocation, discover_nodes
+    from orchestrator.search.fidelity import rungs_for
     from orchestrator.phases.run import check_datasets
     from orchestrator.sites import load_site
     from orchestrator.views.plan import format_plan, slice_plan
 
     settings = settings_from(args)
     site = load_site(settings.site)
-    load_space(settings.space)  # a bad space file fails now, not in the batch job
+    space = load_space(settings.space)  # a bad space file fails now, not in the batch job
+    rungs_for(space.fidelity, settings.epochs, space.origin)
     nodes = discover_nodes(site, settings.nodes)
     allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
     run_dir = (args.run_dir or locations.new_run_dir()).resolve()

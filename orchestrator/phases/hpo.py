@@ -9,6 +9,7 @@ from trainer.contract import typed
 
 from orchestrator.phases.run import check_datasets, run_phase
 from orchestrator.search.backends import make_optimizer
+from orchestrator.search.fidelity import Asha, rungs_for
 from orchestrator.search.proposers import HpoProposer, Proposer
 from orchestrator.sites import load_site
 from orchestrator.trials import runconfig
@@ -24,6 +25,7 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
     space = load_space(settings.space)
     check_datasets(settings.data)
     base = runconfig.base_trial(settings, threads=site.cpus_per_rank)
+    rungs = rungs_for(space.fidelity, settings.epochs, space.origin)
 
     def hpo_proposer(db: TrialDB) -> Proposer:
         if db.get_meta("space") is None:
@@ -33,5 +35,8 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
         optimizer = make_optimizer(space, settings.seed, run_dir / "optimizer")
         return HpoProposer(space, optimizer, base, settings.max_evals)
 
+    def fidelity(db: TrialDB) -> Asha | None:
+        return Asha(rungs, space.fidelity.reduction_factor, db) if rungs else None
+
     return run_phase(run_dir, settings, site, hpo_proposer, run_dir / runconfig.TRIALS_DIR, env,
-                     None if quiet else LiveStatus())
+                     None if quiet else LiveStatus(), fidelity)

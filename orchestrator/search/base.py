@@ -190,10 +190,10 @@ class RandomSearch(SearchBase):
 
 
 def restore(optimizer: Optimizer, db: "TrialDB", phase: str = "hpo") -> tuple[int, int]:
-    """Rebuild an optimiser's knowledge from the database (resume): tell every finished trial,
-    mark every unfinished one pending. Returns (told, pending)."""
-    finished = db.trials(phase=phase, statuses=("completed", "failed"))
-    optimizer.tell([(t.params, t.objective if t.status == "completed" else None) for t in finished])
+    """Rebuild an optimiser's knowledge from the database (resume): tell every finished trial (a discarded
+    one with the value its rung judged), mark every unfinished one pending. Returns (told, pending)."""
+    finished = db.trials(phase=phase, statuses=("completed", "failed", "discarded"))
+    optimizer.tell([(t.params, t.objective if t.status in ("completed", "discarded") else None) for t in finished])
     unfinished = db.trials(phase=phase, statuses=("queued", "running", "interrupted"))
     optimizer.add_pending([t.params for t in unfinished])
     return len(finished), len(unfinished)
