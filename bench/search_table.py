@@ -77,16 +77,16 @@ def grid_points() -> list[Params]:
     return [dict(zip(GRID, values)) for values in product(*GRID.values())]
 
 
-def key(params: Params) -> str:
+def key(params: Params, grid: dict[str, list[Any]] = GRID) -> str:
     """A table point's name, e.g. "PNA/3/50/2/30" (values in the space's order)."""
-    return "/".join(str(params[name]) for name in GRID)
+    return "/".join(str(params[name]) for name in grid)
 
 
-def snap(params: Params) -> Params:
+def snap(params: Params, grid: dict[str, list[Any]] = GRID) -> Params:
     """The grid point nearest to an optimiser's proposal: choices exactly, numbers by the nearest level
     in log scale (so 35 is as far from 25 as from 50: a width's effect is multiplicative)."""
     snapped = {}
-    for name, levels in GRID.items():
+    for name, levels in grid.items():
         value = params[name]
         if isinstance(value, str):
             snapped[name] = value
