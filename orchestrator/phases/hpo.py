@@ -10,6 +10,7 @@ from trainer.contract import typed
 from orchestrator.phases.run import check_datasets, run_phase
 from orchestrator.search.backends import make_optimizer
 from orchestrator.search.fidelity import Asha, rungs_for
+from orchestrator.search import warmstart
 from orchestrator.search.proposers import HpoProposer, Proposer
 from orchestrator.sites import load_site
 from orchestrator.trials import runconfig
@@ -32,8 +33,14 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
             db.set_meta("space", space.to_mapping())
             db.set_meta("settings", typed.to_dict(settings))
             db.set_meta("command", sys.argv)
+        if settings.warm_start is not None and db.get_meta(warmstart.META) is None:
+            # Read once and kept in this run's database: a resume needs neither the earlier run nor its state now.
+            earlier = warmstart.read_warm_start(settings.warm_start, space, settings)
+            db.set_meta(warmstart.POINTS, earlier.points)
+            db.set_meta(warmstart.META, earlier.record())
+        prior = [(params, objective) for params, objective in db.get_meta(warmstart.POINTS, [])]
         optimizer = make_optimizer(space, settings.seed, run_dir / "optimizer")
-        return HpoProposer(space, optimizer, base, settings.max_evals)
+        return HpoProposer(space, optimizer, base, settings.max_evals, prior)
 
     def fidelity(db: TrialDB) -> Asha | None:
         return Asha(rungs, space.fidelity.reduction_factor, db) if rungs else None

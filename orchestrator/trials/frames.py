@@ -67,6 +67,13 @@ def load_rungs(run_dir: str | Path) -> "pandas.DataFrame":
     return rungs
 
 
+def load_meta(run_dir: str | Path, key: str, default=None):
+    """One value of the run's meta table (e.g. "warm_start"), or `default`."""
+    with _read_only(run_dir) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else default
+
+
 def load_events(run_dir: str | Path) -> "pandas.DataFrame":
     """Every state change: trial_id, at (UTC datetime), status, detail (dict)."""
     import pandas as pd

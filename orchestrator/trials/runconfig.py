@@ -44,6 +44,10 @@ class RunSettings:
                                     doc="seconds after which no new trial starts (running ones finish)")
     max_attempts: int = bounded(3, low=1, doc="launches of one trial (retries after node failures)")
     walltime: str | None = field(default=None, metadata={"doc": "batch job wall time; null: the site's"})
+    warm_start: str | None = field(default=None, metadata={"doc": "an earlier run directory whose finished "
+                                                                  "trials the optimiser is told first"})
+    warm_start_any_fidelity: bool = field(default=False, metadata={"doc": "warm start from a run of another "
+                                                                          "epoch or step budget"})
     trial: dict[str, Any] = field(default_factory=dict,
                                   metadata={"doc": "dotted trial.yaml overrides, e.g. training.batch_size: 64"})
 

@@ -50,7 +50,8 @@ def utilisation(trials, slices: int, now: float) -> float | None:
 
 def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
     from orchestrator.search.fidelity import rungs_for
-    from orchestrator.trials.frames import load_curves, load_rungs
+    from orchestrator.search.warmstart import META as WARM_START
+    from orchestrator.trials.frames import load_curves, load_meta, load_rungs
 
     run_dir = Path(run_dir)
     settings = runconfig.load(run_dir)
@@ -89,6 +90,7 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
             info["fidelity"] = rung_summary(group, curves, load_rungs(run_dir), settings.epochs,
                                             rungs_for(space.fidelity, settings.epochs, space.origin),
                                             space.fidelity.reduction_factor)
+            info["warm_start"] = load_meta(run_dir, WARM_START)
             # where each configuration came from (None: a database from before origins)
             info["origins"] = {origin: [int(t) for t in ids] for origin, ids in
                                group.groupby(group["origin"].fillna("unknown"), sort=False)["trial_id"]}
@@ -103,6 +105,10 @@ def format_status(report: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in info["counts"].items() if n)
         usage = info["utilisation"]
         lines.append(f"{phase}: {counts}" + (f"; slice utilisation {100 * usage:.0f}%" if usage is not None else ""))
+        if info.get("warm_start"):
+            warm = info["warm_start"]
+            lines.append(f"  warm start: {warm['imported']} trials imported from {warm['from']} "
+                         f"({warm['failures']} of them failures; {warm['dropped']} outside this space dropped)")
         if info.get("fidelity"):
             lines += format_rungs(info["fidelity"])
         if info.get("origins"):
