@@ -87,6 +87,8 @@ def replay(points: dict[str, dict], backend: str, seed: int, trials: int, in_fli
             while len(flight) < in_flight and len(history) + len(flight) < trials and asks < max_asks:
                 wanted = min(in_flight - len(flight), trials - len(history) - len(flight), max_asks - asks)
                 proposals = optimizer.ask(wanted)
+                if not proposals:  # the space is exhausted (never with the grid's real ranges)
+                    break
                 asks += len(proposals)
                 for params in proposals:
                     point = search_table.key(search_table.snap(params))

@@ -62,6 +62,8 @@ def replay(points: dict[str, dict], backend: str, seed: int, rungs: Sequence[int
             nonlocal asks, lookups, started
             while len(training) < in_flight and consumed < epoch_budget and asks < max_asks:
                 proposals = optimizer.ask(min(in_flight - len(training), max_asks - asks))
+                if not proposals:  # the space is exhausted
+                    break
                 asks += len(proposals)
                 for params in proposals:
                     point = curve_table.key(curve_table.snap(params))

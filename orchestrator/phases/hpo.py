@@ -28,6 +28,8 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
     base = runconfig.base_trial(settings, threads=site.cpus_per_rank)
     rungs = rungs_for(space.fidelity, settings.epochs, space.origin)
 
+    made: list[HpoProposer] = []
+
     def hpo_proposer(db: TrialDB) -> Proposer:
         if db.get_meta("space") is None:
             db.set_meta("space", space.to_mapping())
@@ -40,10 +42,15 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
             db.set_meta(warmstart.META, earlier.record())
         prior = [(params, objective) for params, objective in db.get_meta(warmstart.POINTS, [])]
         optimizer = make_optimizer(space, settings.seed, run_dir / "optimizer")
-        return HpoProposer(space, optimizer, base, settings.max_evals, prior)
+        made.append(HpoProposer(space, optimizer, base, settings.max_evals, prior))
+        return made[-1]
 
     def fidelity(db: TrialDB) -> Asha | None:
         return Asha(rungs, space.fidelity.reduction_factor, db) if rungs else None
 
-    return run_phase(run_dir, settings, site, hpo_proposer, run_dir / runconfig.TRIALS_DIR, env,
-                     None if quiet else LiveStatus(), fidelity)
+    status = run_phase(run_dir, settings, site, hpo_proposer, run_dir / runconfig.TRIALS_DIR, env,
+                       None if quiet else LiveStatus(), fidelity)
+    if made and getattr(made[-1].optimizer, "exhausted", False):
+        print(f"the search stopped before --max-evals {settings.max_evals}: every configuration of "
+              f"{space.origin} has been proposed (a configuration is never trained twice)")
+    return status

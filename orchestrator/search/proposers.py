@@ -65,6 +65,8 @@ class HpoProposer:
         restore(self.optimizer, db, phase=self.phase)
 
     def remaining(self, created: int) -> int:
+        if getattr(self.optimizer, "exhausted", False) and created >= len(self.space.initial_points):
+            return 0   # every configuration of the space was proposed: the search ends (no repeats)
         return max(0, self.max_evals - created)
 
     def propose(self, n: int, created: int) -> list[Proposal]:
