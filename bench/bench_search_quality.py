@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, n
 import curve_table  # noqa: E402
 import fidelity_replay  # noqa: E402
 import search_table  # noqa: E402
+import warm_replay  # noqa: E402
 from benchio import RESULTS, save_result  # noqa: E402
 from orchestrator.search.backends import make_optimizer  # noqa: E402
 from trainer.contract.errors import UserError, run_cli  # noqa: E402
@@ -239,8 +240,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--curve-table", type=Path, default=curve_table.TABLE)
     parser.add_argument("--rungs", type=int, nargs="+", default=[1, 3, 9], help="ASHA's rungs (epochs)")
     parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--warm", action="store_true",
+                        help="with --fidelity: also CBO cold against warm-started from the 3BPA campaign")
+    parser.add_argument("--build-warm", type=int, metavar="K",
+                        help="train K points of the grid on 3BPA: the warm start's earlier campaign")
     args = parser.parse_args(argv)
-    if not (args.build or args.replay or args.build_curves or args.fidelity):
+    if not (args.build or args.replay or args.build_curves or args.fidelity or args.build_warm):
         parser.error("nothing to do: give --build, --replay, --build-curves or --fidelity")
     for flag in ("workers", "limit", "trials", "in_flight", "max_asks_factor"):
         value = getattr(args, flag)
@@ -250,6 +255,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         search_table.build(args.table, args.work_dir, args.workers, args.limit, args.build_minutes)
     if args.build_curves:
         curve_table.build(args.curve_table, args.work_dir, args.workers, args.limit, args.build_minutes)
+    if args.build_warm:
+        curve_table.build(curve_table.WARM_TABLE, args.work_dir, args.workers, args.build_warm, args.build_minutes,
+                          warm=True)
     logging.getLogger("deephyper").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="(deephyper|skopt|sklearn)")
     if args.replay:
@@ -262,6 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               args.reduction_factor, args.max_asks_factor)
         fidelity_replay.print_fidelity(result)
         save_result(args.output or FIDELITY_RESULT, result)
+        if args.warm:
+            warm_table = search_table.load_table(curve_table.WARM_TABLE)
+            if not warm_table["points"]:
+                raise UserError(f"{curve_table.WARM_TABLE}: no points; run with --build-warm 30 first")
+            result["warm_start"] = warm_replay.run_warm(table, warm_table, result["target"], args.seeds, args.trials,
+                                                        args.in_flight, args.max_asks_factor)
+            warm_replay.print_warm(result["warm_start"])
+            save_result(args.output or FIDELITY_RESULT, result)
     return 0
 
 

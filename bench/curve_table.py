@@ -27,6 +27,11 @@ from benchio import RESULTS, save_result
 from search_spaces import Params
 
 TABLE = RESULTS / "curve_table.json"
+# The warm-start benchmark's earlier campaign: the same grid on another dataset (3BPA at 300 K,
+# 27 atoms against ethanol's 9), only the points a 30-trial random campaign there would have trained.
+WARM_TABLE = RESULTS / "curve_table_3bpa.json"
+WARM_DATA = search_table.DATA.parent / "3bpa_train_300K.xyz.xz"
+WARM_FRAMES = 500
 EPOCHS = 10
 GRID: dict[str, list[Any]] = {
     "mpnn_type": ["PNA", "EGNN", "SchNet"],
@@ -62,15 +67,19 @@ def load_complete(path: Path) -> dict[str, Any]:
 
 
 def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes: float | None,
-          report: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the missing points, `workers` at a time; resumable (the table is saved after every point)."""
+          report: Callable[[str], None] = print, warm: bool = False) -> dict[str, Any]:
+    """Train the missing points, `workers` at a time; resumable (the table is saved after every point).
+    `warm`: the warm-start source table (3BPA) instead of the ethanol one."""
     space = search_table.grid_space()
     for params in grid_points():
         space.check_params(params)
     table = search_table.load_table(table_path)
-    data = search_table.convert_data(work)
+    data = (search_table.convert_data(work, WARM_DATA, WARM_FRAMES, "3bpa") if warm
+            else search_table.convert_data(work))
     table["metadata"] = {**search_table.metadata(data), "epochs": EPOCHS, "grid": GRID}
     table["metadata"]["base_trial"]["training"]["epochs"] = EPOCHS
+    if warm:
+        table["metadata"]["data"] = {"file": str(WARM_DATA.name), "frames": WARM_FRAMES, "split": "400/50/50"}
     missing = [p for p in grid_points() if key(p) not in table["points"]]
     random.Random(0).shuffle(missing)
     if limit is not None:
@@ -78,7 +87,7 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
     deadline = None if minutes is None else time.monotonic() + 60 * minutes
     report(f"{len(table['points'])} of {len(grid_points())} points in {table_path}; training {len(missing)}")
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(data), str(work / "curve_trials"))) as pool:
+                             initargs=(str(data), str(work / ("warm_trials" if warm else "curve_trials")))) as pool:
         running: dict[Future, Params] = {}
         todo = iter(missing)
         while True:

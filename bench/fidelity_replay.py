@@ -45,18 +45,22 @@ def full_value(row: dict) -> float | None:
 
 
 def replay(points: dict[str, dict], backend: str, seed: int, rungs: Sequence[int], reduction_factor: float,
-           epoch_budget: int, in_flight: int, max_asks: int) -> dict[str, Any]:
-    """One search; returns the best-so-far (full fidelity) against epochs consumed, and the counts."""
+           epoch_budget: int, in_flight: int, max_asks: int,
+           prior: Sequence[tuple[dict, float | None]] = ()) -> dict[str, Any]:
+    """One search; returns the best-so-far (full fidelity) against epochs consumed and trials completed,
+    and the counts. `prior`: results of an earlier campaign told before the first ask (a warm start)."""
     space = dataclasses.replace(search_table.grid_space(), backend=backend)
     at_rung: dict[int, list[float]] = {r: [] for r in rungs}
     known: dict[str, float | None] = {}              # point -> the value told for it (its fidelity's)
     training: dict[str, dict] = {}                   # point -> its running trial
-    history: list[tuple[int, float]] = []            # (epochs consumed, best full-fidelity objective) at a change
+    history: list[tuple[int, float, int]] = []       # (epochs consumed, best full-fidelity objective, completed)
     consumed = asks = lookups = started = completed = discarded = 0
     best: float | None = None
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as log_dir:
         optimizer = make_optimizer(space, seed, log_dir)
+        if prior:
+            optimizer.tell(list(prior))
 
         def fill(now: int) -> None:
             nonlocal asks, lookups, started
@@ -91,7 +95,7 @@ def replay(points: dict[str, dict], backend: str, seed: int, rungs: Sequence[int
                     completed += 1
                     if value is not None and (best is None or value < best):
                         best = value
-                        history.append((consumed, best))
+                        history.append((consumed, best, completed))
                 elif epoch in at_rung:
                     value = _value(row, epoch)
                     kept, _, _ = keeps(value, at_rung[epoch], reduction_factor)
@@ -115,8 +119,9 @@ def _value(row: dict, epochs: int) -> float:
     return min(finite)
 
 
-def epochs_to(history: Sequence[Sequence[float]], target: float) -> int | None:
-    return next((int(epochs) for epochs, best in history if best <= target), None)
+def epochs_to(history: Sequence[Sequence[float]], target: float, column: int = 0) -> int | None:
+    """Epochs consumed (column 0) or trials completed (column 2) when the best first reached `target`."""
+    return next((int(h[column]) for h in history if h[1] <= target), None)
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -97,21 +97,22 @@ def snap(params: Params, grid: dict[str, list[Any]] = GRID) -> Params:
 
 # -- building -------------------------------------------------------------------
 
-def convert_data(work: Path) -> Path:
-    """The first FRAMES ethanol frames, split 800/100/100 by the real `gfm-data convert` (once)."""
-    output = work / "ethanol.bp"
+def convert_data(work: Path, data: Path = DATA, count: int = FRAMES, name: str = "ethanol") -> Path:
+    """The first `count` frames of `data` (FRAMES ethanol frames: 800/100/100), split by the real
+    `gfm-data convert` (once)."""
+    output = work / f"{name}.bp"
     if output.exists():
         return output
-    if not DATA.exists():
-        raise UserError(f"{DATA}: not found (the shared data directory beside the project is needed)")
+    if not data.exists():
+        raise UserError(f"{data}: not found (the shared data directory beside the project is needed)")
     import ase.io
 
     from trainer.data.structures import read_structures
 
     work.mkdir(parents=True, exist_ok=True)
-    frames = work / f"ethanol_{FRAMES}.extxyz"
-    ase.io.write(frames, read_structures(DATA)[:FRAMES])
-    command = [str(Path(sys.executable).parent / "gfm-data"), "convert", "--name", "ethanol",
+    frames = work / f"{name}_{count}.extxyz"
+    ase.io.write(frames, read_structures(data)[:count])
+    command = [str(Path(sys.executable).parent / "gfm-data"), "convert", "--name", name,
                "--output", str(output), *CONVERT, str(frames)]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:

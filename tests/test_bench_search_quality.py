@@ -143,14 +143,15 @@ def test_fidelity_replay_counts_every_epoch_and_discards_only_at_rungs(backend):
     assert asha["trials"] > constant["trials"]                # the same epochs buy more trials
     # Each discarded trial trained 1 or 3 epochs, each completed one 10.
     assert 10 * asha["completed"] + asha["discarded"] <= asha["epochs"] <= 10 * asha["completed"] + 3 * asha["discarded"]
-    values = [best for _, best in asha["history"]]
+    values = [best for _, best, _ in asha["history"]]
     assert values == sorted(values, reverse=True) and asha["best"] == values[-1]
     assert asha["best"] in {row["objective"] for row in points.values()}   # a full-fidelity objective
 
 
 def test_epochs_to_target():
-    assert fidelity.epochs_to([(10, 0.5), (40, 0.3), (90, 0.1)], 0.3) == 40
-    assert fidelity.epochs_to([(10, 0.5)], 0.3) is None
+    assert fidelity.epochs_to([(10, 0.5, 1), (40, 0.3, 4), (90, 0.1, 9)], 0.3) == 40
+    assert fidelity.epochs_to([(10, 0.5, 1), (40, 0.3, 4)], 0.3, column=2) == 4
+    assert fidelity.epochs_to([(10, 0.5, 1)], 0.3) is None
 
 
 def test_fidelity_replay_of_an_incomplete_curve_table_is_a_one_line_error(tmp_path):
