@@ -132,3 +132,33 @@ def test_fidelity_section_of_the_space_file():
         rungs_for(late, 10, "s.yaml")
     with pytest.raises(UserError, match="use an epoch budget"):
         rungs_for(fidelity, None, "s.yaml")
+
+
+def test_a_manager_restarted_mid_discard_records_the_discard_instead_of_resuming(tmp_path):
+    """The last manager judged the trial out and died before the trial had stopped: the next one
+    records it discarded (and tells its proposer the value) rather than running it again."""
+    from types import SimpleNamespace
+
+    from orchestrator.allocation import Allocation
+    from orchestrator.manager import Manager
+    from orchestrator.trials.runconfig import RunSettings
+
+    told = []
+    proposer = SimpleNamespace(phase="hpo", restore=lambda db: None,
+                               finished=lambda params, objective: told.append((params, objective)))
+    executor = SimpleNamespace(launcher=None, env={})
+    settings = RunSettings(site="local", data=["x.bp"])
+    with TrialDB(tmp_path) as db:
+        out, kept = (db.create_trial("hpo", {**PARAMS, "hidden_dim": h}, str(tmp_path / "trials" / "{trial_id:05d}"))
+                     for h in (10, 20))
+        for trial_id in (out, kept):
+            db.mark_running(trial_id, 0, ["n1"])
+        asha = Asha([1], 3, db)
+        assert asha.judge(kept, curve(0.2)) is None
+        assert asha.judge(out, curve(0.9)).kept is False
+        manager = Manager(settings, db, Allocation(["n1", "n2"], 1), executor, proposer, tmp_path / "trials",
+                          fidelity=Asha([1], 3, db))
+        manager._recover()
+        assert (db.get(out).status, db.get(out).discarded_at, db.get(out).objective) == ("discarded", 1, 0.9)
+        assert db.get(kept).status == "queued"            # the one that passed resumes from its checkpoint
+        assert told == [(db.get(out).params, 0.9)]
