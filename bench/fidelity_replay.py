@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import curve_table
 import search_table
 from orchestrator.search.backends import make_optimizer
-from orchestrator.search.fidelity import keeps
+from orchestrator.search.fidelity import keeps, predict_final
 
 EPOCHS = curve_table.EPOCHS
 
@@ -46,7 +46,7 @@ def full_value(row: dict) -> float | None:
 
 def replay(points: dict[str, dict], backend: str, seed: int, rungs: Sequence[int], reduction_factor: float,
            epoch_budget: int, in_flight: int, max_asks: int,
-           prior: Sequence[tuple[dict, float | None]] = ()) -> dict[str, Any]:
+           prior: Sequence[tuple[dict, float | None]] = (), rule: str = "asha") -> dict[str, Any]:
     """One search; returns the best-so-far (full fidelity) against epochs consumed and trials completed,
     and the counts. `prior`: results of an earlier campaign told before the first ask (a warm start)."""
     space = dataclasses.replace(search_table.grid_space(), backend=backend)
@@ -98,7 +98,11 @@ def replay(points: dict[str, dict], backend: str, seed: int, rungs: Sequence[int
                         history.append((consumed, best, completed))
                 elif epoch in at_rung:
                     value = _value(row, epoch)
-                    kept, _, _ = keeps(value, at_rung[epoch], reduction_factor)
+                    if rule == "learning_curve":  # the manager's CurveRule: the fitted curve against the best
+                        fitted = predict_final([_value(row, t) for t in range(1, epoch + 1)], EPOCHS)
+                        kept = best is None or fitted <= best
+                    else:
+                        kept, _, _ = keeps(value, at_rung[epoch], reduction_factor)
                     at_rung[epoch].append(value)
                     if kept:
                         continue
@@ -129,11 +133,12 @@ def _median(values: Sequence[float | None]) -> float | None:
     return None if math.isinf(value) else value
 
 
-METHODS = {  # name: (backend, ASHA?)
-    "random, constant 10 epochs": ("random", False),
-    "CBO, constant 10 epochs": ("cbo", False),
-    "CBO + ASHA": ("cbo", True),
-    "random + ASHA": ("random", True),
+METHODS = {  # name: (backend, early-discarding rule or None)
+    "random, constant 10 epochs": ("random", None),
+    "CBO, constant 10 epochs": ("cbo", None),
+    "CBO + ASHA": ("cbo", "asha"),
+    "CBO + learning curve": ("cbo", "learning_curve"),
+    "random + ASHA": ("random", "asha"),
 }
 
 
@@ -142,11 +147,12 @@ def run_fidelity(table: dict[str, Any], seeds: Sequence[int], trials: int, in_fl
     points = table["points"]
     budget = trials * EPOCHS
     runs: dict[str, list[dict]] = {}
-    for name, (backend, asha) in METHODS.items():
+    for name, (backend, rule) in METHODS.items():
         runs[name] = []
+        judged = {None: [], "asha": rungs, "learning_curve": list(range(2, EPOCHS))}[rule]
         for seed in seeds:
-            run = replay(points, backend, seed, rungs if asha else [], reduction_factor, budget, in_flight,
-                         max_asks_factor * trials)
+            run = replay(points, backend, seed, judged, reduction_factor, budget, in_flight,
+                         max_asks_factor * trials, rule=rule or "asha")
             runs[name].append(run)
             report(f"{name:27s} seed {seed}: {run['trials']} trials ({run['discarded']} discarded), "
                    f"{run['epochs']} epochs, best {run['best'] if run['best'] is None else round(run['best'], 4)}")

@@ -44,19 +44,21 @@ class ParameterSpec:
 @dataclass(frozen=True)
 class FidelitySpec:
     """How long a trial trains: every trial its whole budget, or early discarding at rungs (ASHA)."""
-    kind: Literal["constant", "asha"] = field(
+    kind: Literal["constant", "asha", "learning_curve"] = field(
         default="constant", metadata={"doc": "constant: every trial trains its whole budget; asha: asynchronous "
-                                             "successive halving (stop-or-continue at each rung)"})
+                                             "successive halving (stop-or-continue at each rung); learning_curve: "
+                                             "stop where the extrapolated curve cannot beat the best trial"})
     rungs: list[int] | None = field(
         default=None, metadata={"doc": "epochs at which a trial is judged; null: min_epochs x reduction_factor^k "
-                                       "below the epoch budget"})
+                                       "below the epoch budget (asha), every epoch from max(2, min_epochs) "
+                                       "(learning_curve)"})
     reduction_factor: float = bounded(3.0, low=1.0, low_exclusive=True,
                                       doc="a trial continues past a rung when it is in the best 1/reduction_factor")
     min_epochs: int = bounded(1, low=1, doc="the first rung, when rungs are not listed")
 
     def check(self) -> None:
         if self.kind == "constant" and self.rungs is not None:
-            raise Invalid("rungs", "rungs apply to kind: asha, not to a constant fidelity")
+            raise Invalid("rungs", "rungs apply to kind: asha or learning_curve, not to a constant fidelity")
         if self.rungs is not None:
             if not self.rungs:
                 raise Invalid("rungs", "give at least one rung, or leave rungs out")
@@ -72,6 +74,8 @@ class FidelitySpec:
             return []
         if self.rungs is not None:
             return list(self.rungs)
+        if self.kind == "learning_curve":  # a curve through fewer than two points says nothing
+            return list(range(max(2, self.min_epochs), epochs))
         rungs, rung = [], float(self.min_epochs)
         while round(rung) < epochs:
             if not rungs or round(rung) > rungs[-1]:

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.phases.ensemble import select_top
 from orchestrator.search.backends import make_optimizer
 from orchestrator.search.base import restore
-from orchestrator.search.fidelity import Asha, keeps, rung_value, rungs_for
+from orchestrator.search.fidelity import Asha, keeps, make_rule, predict_final, rung_value, rungs_for
 from orchestrator.trials.db import TrialDB, TransitionError
 from search_spaces import load_space, parse_space
 from trainer.contract.errors import UserError
@@ -162,3 +162,22 @@ def test_a_manager_restarted_mid_discard_records_the_discard_instead_of_resuming
         assert (db.get(out).status, db.get(out).discarded_at, db.get(out).objective) == ("discarded", 1, 0.9)
         assert db.get(kept).status == "queued"            # the one that passed resumes from its checkpoint
         assert told == [(db.get(out).params, 0.9)]
+
+
+def test_learning_curve_rule_stops_what_its_fitted_curve_says_cannot_beat_the_best(tmp_path):
+    # y = a + b / t through (1, 0.6), (2, 0.4): a = 0.2, b = 0.4, so 0.24 at 10 epochs.
+    assert predict_final([0.6, 0.4], 10) == pytest.approx(0.24)
+    with TrialDB(tmp_path) as db:
+        rule = make_rule("learning_curve", [2, 3], 3, 10, db)
+        early = running(db, 10)
+        assert rule.judge(early, curve(0.6, 0.4)) is None            # nothing completed yet: nothing to beat
+        done = running(db, 20)
+        db.mark_finished(done, "completed", 0.2)
+        slow, fast = running(db, 30), running(db, 40)
+        decision = rule.judge(slow, curve(0.6, 0.4))
+        assert (decision.rung, decision.value, decision.kept) == (2, 0.4, False)   # told its measured 0.4
+        assert rule.judge(fast, curve(0.5, 0.25)) is None            # 0.05 at 10 epochs: continues
+        assert rule.judge(fast, curve(0.5, 0.25, 0.24)) is None and [d.rung for d in db.rung_decisions(fast)] == [2, 3]
+    spec = parse_space({**load_space("small").to_mapping(), "fidelity": {"kind": "learning_curve"}}, "s.yaml").fidelity
+    assert rungs_for(spec, 10, "s.yaml") == list(range(2, 10))
+    assert isinstance(make_rule("asha", [1, 3], 3, 10, None), Asha) and make_rule("constant", [], 3, 10, None) is None

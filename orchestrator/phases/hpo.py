@@ -9,7 +9,7 @@ from trainer.contract import typed
 
 from orchestrator.phases.run import check_datasets, run_phase
 from orchestrator.search.backends import make_optimizer
-from orchestrator.search.fidelity import Asha, rungs_for
+from orchestrator.search.fidelity import Asha, make_rule, rungs_for
 from orchestrator.search import warmstart
 from orchestrator.search.proposers import HpoProposer, Proposer
 from orchestrator.sites import load_site
@@ -46,7 +46,7 @@ def run_hpo(run_dir: Path, env: dict[str, str] | None = None, quiet: bool = Fals
         return made[-1]
 
     def fidelity(db: TrialDB) -> Asha | None:
-        return Asha(rungs, space.fidelity.reduction_factor, db) if rungs else None
+        return make_rule(space.fidelity.kind, rungs, space.fidelity.reduction_factor, settings.epochs, db)
 
     status = run_phase(run_dir, settings, site, hpo_proposer, run_dir / runconfig.TRIALS_DIR, env,
                        None if quiet else LiveStatus(), fidelity)

@@ -41,12 +41,13 @@ from orchestrator.trials.db import TrialDB
 from orchestrator.trials.rungs import RungDecision
 
 
+
 def rungs_for(spec: FidelitySpec, epochs: int | None, origin: str) -> list[int]:
     """The rungs of a run with this epoch budget; a UserError where they cannot apply."""
     if spec.kind == "constant":
         return []
     if epochs is None:
-        raise UserError(f"{origin}: fidelity.kind: asha judges trials at epochs; use an epoch budget "
+        raise UserError(f"{origin}: fidelity.kind: {spec.kind} judges trials at epochs; use an epoch budget "
                         "(--epochs), not --steps")
     rungs = spec.resolve(epochs)
     late = [r for r in rungs if r >= epochs]
@@ -110,3 +111,55 @@ class Asha:
         if trial_id not in self._judged:
             self._judged[trial_id] = {d.rung for d in self.db.rung_decisions(trial_id)}
         return self._judged[trial_id]
+
+
+def predict_final(best_so_far: Sequence[float], budget: int) -> float:
+    """The loss at `budget` epochs of the curve y = a + b / t fitted (least squares) to the best-so-far
+    losses of epochs 1..e: a saturating power law, the simplest of the forms learning-curve models
+    (DeepHyper's LCModelStopper among them) fit; it tends to be optimistic, so it stops late."""
+    x = [1.0 / t for t in range(1, len(best_so_far) + 1)]
+    mean_x, mean_y = sum(x) / len(x), sum(best_so_far) / len(best_so_far)
+    spread = sum((xi - mean_x) ** 2 for xi in x)
+    slope = sum((xi - mean_x) * (yi - mean_y) for xi, yi in zip(x, best_so_far)) / spread
+    return mean_y - slope * mean_x + slope / budget
+
+
+class CurveRule(Asha):
+    """Learning-curve extrapolation: at each judged epoch, stop a trial whose fitted curve, extended to
+    the budget, ends worse than the best completed trial so far. The optimiser is told the trial's
+    measured best loss (the value the rule's fit started from), not the extrapolation."""
+
+    def __init__(self, rungs: Sequence[int], budget: int, db: TrialDB, phase: str = "hpo"):
+        super().__init__(rungs, 1.0, db, phase)
+        self.budget = budget
+
+    def judge(self, trial_id: int, epochs: Sequence[dict[str, Any]]) -> RungDecision | None:
+        judged = self._judged_rungs(trial_id)
+        reached = max((e.get("epoch", 0) for e in epochs), default=0)
+        for rung in self.rungs:
+            if rung > reached:
+                break
+            if rung in judged:
+                continue
+            curve = [rung_value(epochs, t) for t in range(1, rung + 1)]
+            if any(v is None for v in curve):
+                return None
+            best = self.db.best(self.phase)
+            # Nothing completed yet: nothing to beat, the trial passes this epoch.
+            kept = best is None or predict_final(curve, self.budget) <= best[1]
+            decision = RungDecision(trial_id, rung, curve[-1], kept, 1 if kept else 2, 1 if best is None else 2)
+            self.db.record_rung(decision)
+            judged.add(rung)
+            if not kept:
+                return decision
+        return None
+
+
+def make_rule(kind: str, rungs: Sequence[int], reduction_factor: float, budget: int | None,
+              db: TrialDB) -> "Asha | None":
+    """The manager's judge for a space's fidelity: ASHA, learning-curve extrapolation, or None (constant)."""
+    if not rungs:
+        return None
+    if kind == "learning_curve":
+        return CurveRule(rungs, budget or 0, db)
+    return Asha(rungs, reduction_factor, db)

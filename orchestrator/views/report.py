@@ -138,7 +138,8 @@ def hpo_fidelity(run_dir: Path, trials: "pandas.DataFrame", curves: "pandas.Data
     settings = runconfig.load(run_dir)
     space = load_space(settings.space)
     rungs = rungs_for(space.fidelity, settings.epochs, space.origin)
-    return rung_summary(trials, curves, load_rungs(run_dir), settings.epochs, rungs, space.fidelity.reduction_factor)
+    return rung_summary(trials, curves, load_rungs(run_dir), settings.epochs, rungs, space.fidelity.reduction_factor,
+                        space.fidelity.kind)
 
 
 # -- helpers --------------------------------------------------------------------------------

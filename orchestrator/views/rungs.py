@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 def rung_summary(trials: "pandas.DataFrame", curves: "pandas.DataFrame", rungs_table: "pandas.DataFrame",
-                 budget: int | None, rungs: Sequence[int], reduction_factor: float | None) -> dict[str, Any] | None:
+                 budget: int | None, rungs: Sequence[int], reduction_factor: float | None,
+                 rule: str = "asha") -> dict[str, Any] | None:
     """The HPO phase's rungs and savings; None for a constant-fidelity run with nothing discarded."""
     hpo = trials[trials["phase"] == "hpo"]
     discarded = hpo[hpo["status"] == "discarded"]
@@ -36,7 +37,7 @@ def rung_summary(trials: "pandas.DataFrame", curves: "pandas.DataFrame", rungs_t
         saved_node_hours += left * per_epoch * max(1, int(row.num_nodes)) / 3600
     finished = hpo[hpo["status"].isin(["completed", "discarded"])]
     trained = float(sum(_number(e) for e in finished["epochs_done"]))
-    return {"rule": "asha", "reduction_factor": reduction_factor, "budget_epochs": budget, "rungs": rows,
+    return {"rule": rule, "reduction_factor": reduction_factor, "budget_epochs": budget, "rungs": rows,
             "completed_at_budget": int(len(completed)), "discarded": int(len(discarded)),
             "epochs_trained": trained, "epochs_constant": trained + saved_epochs,
             "epochs_saved": saved_epochs, "node_hours_saved": saved_node_hours}
@@ -44,7 +45,9 @@ def rung_summary(trials: "pandas.DataFrame", curves: "pandas.DataFrame", rungs_t
 
 def format_rungs(info: dict[str, Any]) -> list[str]:
     rungs = "; ".join(f"epoch {r['epochs']}: {r['reached']} reached, {r['discarded']} discarded" for r in info["rungs"])
-    lines = [f"  rungs (ASHA, reduction factor {info['reduction_factor']:g}): {rungs}; "
+    rule = ("learning-curve extrapolation" if info["rule"] == "learning_curve"
+            else f"ASHA, reduction factor {info['reduction_factor']:g}")
+    lines = [f"  rungs ({rule}): {rungs}; "
              f"{info['budget_epochs']} epochs (the budget): {info['completed_at_budget']} completed"]
     constant = info["epochs_constant"]
     share = f" ({100 * info['epochs_saved'] / constant:.0f}%)" if constant else ""

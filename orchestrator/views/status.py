@@ -89,7 +89,7 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
         if phase == "hpo":
             info["fidelity"] = rung_summary(group, curves, load_rungs(run_dir), settings.epochs,
                                             rungs_for(space.fidelity, settings.epochs, space.origin),
-                                            space.fidelity.reduction_factor)
+                                            space.fidelity.reduction_factor, space.fidelity.kind)
             info["warm_start"] = load_meta(run_dir, WARM_START)
             # where each configuration came from (None: a database from before origins)
             info["origins"] = {origin: [int(t) for t in ids] for origin, ids in
