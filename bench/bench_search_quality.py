@@ -3,6 +3,15 @@
     python bench/bench_search_quality.py --build [--workers 2] [--limit K] [--build-minutes M]
     python bench/bench_search_quality.py --replay [--trials 50] [--seeds 0 1 2 3 4] [--in-flight 4]
                                          [--backends cbo skopt-gp random]
+    python bench/bench_search_quality.py --build-curves --fidelity [--trials 50] [--rungs 1 3 9]
+                                         [--reduction-factor 3]
+
+--build-curves / --fidelity: the multi-fidelity benchmark (bench/curve_table.py,
+bench/fidelity_replay.py): 144 grid points trained for 10 epochs with every
+epoch's validation loss, then constant-fidelity CBO, CBO with ASHA, and
+random search constant and with ASHA replayed against it; the epochs
+consumed until the best reaches random search's best-of-N at 10 epochs.
+Writes bench/results/search_fidelity.json.
 
 --build trains the grid points missing from bench/results/search_table.json
 (bench/search_table.py: 360 configurations of search_spaces/small.yaml, real
@@ -49,12 +58,16 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ is scripts, not a package
 
+import curve_table  # noqa: E402
+import fidelity_replay  # noqa: E402
 import search_table  # noqa: E402
+import warm_replay  # noqa: E402
 from benchio import RESULTS, save_result  # noqa: E402
 from orchestrator.search.backends import make_optimizer  # noqa: E402
 from trainer.contract.errors import UserError, run_cli  # noqa: E402
 
 RESULT = RESULTS / "search_quality.json"
+FIDELITY_RESULT = RESULTS / "search_fidelity.json"
 BACKENDS = ("cbo", "skopt-gp", "random")
 
 
@@ -75,6 +88,8 @@ def replay(points: dict[str, dict], backend: str, seed: int, trials: int, in_fli
             while len(flight) < in_flight and len(history) + len(flight) < trials and asks < max_asks:
                 wanted = min(in_flight - len(flight), trials - len(history) - len(flight), max_asks - asks)
                 proposals = optimizer.ask(wanted)
+                if not proposals:  # the space is exhausted (never with the grid's real ranges)
+                    break
                 asks += len(proposals)
                 for params in proposals:
                     point = search_table.key(search_table.snap(params))
@@ -219,22 +234,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=4, help="trials running at once in a replayed search")
     parser.add_argument("--max-asks-factor", type=int, default=20, help="proposals allowed per trial, at most")
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--output", type=Path, default=RESULT)
+    parser.add_argument("--output", type=Path, help=f"default {RESULT} ({FIDELITY_RESULT} with --fidelity)")
+    parser.add_argument("--build-curves", action="store_true", help="train the missing points of the 10-epoch curve table")
+    parser.add_argument("--fidelity", action="store_true", help="replay constant fidelity against ASHA on the curves")
+    parser.add_argument("--curve-table", type=Path, default=curve_table.TABLE)
+    parser.add_argument("--rungs", type=int, nargs="+", default=[1, 3, 9], help="ASHA's rungs (epochs)")
+    parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--warm", action="store_true",
+                        help="with --fidelity: also CBO cold against warm-started from the 3BPA campaign")
+    parser.add_argument("--build-warm", type=int, metavar="K",
+                        help="train K points of the grid on 3BPA: the warm start's earlier campaign")
     args = parser.parse_args(argv)
-    if not (args.build or args.replay):
-        parser.error("nothing to do: give --build, --replay or both")
+    if not (args.build or args.replay or args.build_curves or args.fidelity or args.build_warm):
+        parser.error("nothing to do: give --build, --replay, --build-curves or --fidelity")
     for flag in ("workers", "limit", "trials", "in_flight", "max_asks_factor"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
     if args.build:
         search_table.build(args.table, args.work_dir, args.workers, args.limit, args.build_minutes)
+    if args.build_curves:
+        curve_table.build(args.curve_table, args.work_dir, args.workers, args.limit, args.build_minutes)
+    if args.build_warm:
+        curve_table.build(curve_table.WARM_TABLE, args.work_dir, args.workers, args.build_warm, args.build_minutes,
+                          warm=True)
+    logging.getLogger("deephyper").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="(deephyper|skopt|sklearn)")
     if args.replay:
-        logging.getLogger("deephyper").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module="(deephyper|skopt|sklearn)")
         result = run_replay(args)
         print_summary(result)
-        save_result(args.output, result)
+        save_result(args.output or RESULT, result)
+    if args.fidelity:
+        table = curve_table.load_complete(args.curve_table)
+        result = fidelity_replay.run_fidelity(table, args.seeds, args.trials, args.in_flight, args.rungs,
+                                              args.reduction_factor, args.max_asks_factor)
+        fidelity_replay.print_fidelity(result)
+        save_result(args.output or FIDELITY_RESULT, result)
+        if args.warm:
+            warm_table = search_table.load_table(curve_table.WARM_TABLE)
+            if not warm_table["points"]:
+                raise UserError(f"{curve_table.WARM_TABLE}: no points; run with --build-warm 30 first")
+            result["warm_start"] = warm_replay.run_warm(table, warm_table, result["target"], args.seeds, args.trials,
+                                                        args.in_flight, args.max_asks_factor)
+            warm_replay.print_warm(result["warm_start"])
+            save_result(args.output or FIDELITY_RESULT, result)
     return 0
 
 

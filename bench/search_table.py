@@ -77,16 +77,16 @@ def grid_points() -> list[Params]:
     return [dict(zip(GRID, values)) for values in product(*GRID.values())]
 
 
-def key(params: Params) -> str:
+def key(params: Params, grid: dict[str, list[Any]] = GRID) -> str:
     """A table point's name, e.g. "PNA/3/50/2/30" (values in the space's order)."""
-    return "/".join(str(params[name]) for name in GRID)
+    return "/".join(str(params[name]) for name in grid)
 
 
-def snap(params: Params) -> Params:
+def snap(params: Params, grid: dict[str, list[Any]] = GRID) -> Params:
     """The grid point nearest to an optimiser's proposal: choices exactly, numbers by the nearest level
     in log scale (so 35 is as far from 25 as from 50: a width's effect is multiplicative)."""
     snapped = {}
-    for name, levels in GRID.items():
+    for name, levels in grid.items():
         value = params[name]
         if isinstance(value, str):
             snapped[name] = value
@@ -97,21 +97,22 @@ def snap(params: Params) -> Params:
 
 # -- building -------------------------------------------------------------------
 
-def convert_data(work: Path) -> Path:
-    """The first FRAMES ethanol frames, split 800/100/100 by the real `gfm-data convert` (once)."""
-    output = work / "ethanol.bp"
+def convert_data(work: Path, data: Path = DATA, count: int = FRAMES, name: str = "ethanol") -> Path:
+    """The first `count` frames of `data` (FRAMES ethanol frames: 800/100/100), split by the real
+    `gfm-data convert` (once)."""
+    output = work / f"{name}.bp"
     if output.exists():
         return output
-    if not DATA.exists():
-        raise UserError(f"{DATA}: not found (the shared data directory beside the project is needed)")
+    if not data.exists():
+        raise UserError(f"{data}: not found (the shared data directory beside the project is needed)")
     import ase.io
 
     from trainer.data.structures import read_structures
 
     work.mkdir(parents=True, exist_ok=True)
-    frames = work / f"ethanol_{FRAMES}.extxyz"
-    ase.io.write(frames, read_structures(DATA)[:FRAMES])
-    command = [str(Path(sys.executable).parent / "gfm-data"), "convert", "--name", "ethanol",
+    frames = work / f"{name}_{count}.extxyz"
+    ase.io.write(frames, read_structures(data)[:count])
+    command = [str(Path(sys.executable).parent / "gfm-data"), "convert", "--name", name,
                "--output", str(output), *CONVERT, str(frames)]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:

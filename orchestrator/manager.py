@@ -27,9 +27,12 @@ from orchestrator.launch.breaker import CircuitBreaker, CircuitOpen, failed_at_s
 from orchestrator.launch.executor import TrialExecutor, TrialHandle
 from orchestrator.launch.launchers import FORCE_WAIT
 from orchestrator.launch.orphans import stop_orphan
+from orchestrator.search.fidelity import Asha
 from orchestrator.search.proposers import Proposer
 from orchestrator.trials.db import TrialDB
-from orchestrator.trials.outcome import KILLED_AT_SHUTDOWN, KILLED_AT_WALLTIME, Outcome, classify, read_result
+from orchestrator.trials.outcome import (KILLED_AT_RUNG, KILLED_AT_SHUTDOWN, KILLED_AT_WALLTIME, Outcome, classify,
+                                         read_result)
+from orchestrator.trials.rungs import RungDecision
 from orchestrator.trials.runconfig import RunSettings
 from orchestrator.trials.schema import Trial
 
@@ -47,12 +50,15 @@ class Running:
     launched_at: float
     killed_for: str | None = None
     epochs_seen: int = 0
+    discarded: RungDecision | None = None   # the rung decision it is being stopped for
 
 
 class Manager:
     def __init__(self, settings: RunSettings, db: TrialDB, allocation: Allocation, executor: TrialExecutor,
-                 proposer: Proposer, trial_root: Path, on_progress: Callable[["Manager"], None] | None = None):
+                 proposer: Proposer, trial_root: Path, on_progress: Callable[["Manager"], None] | None = None,
+                 fidelity: Asha | None = None):
         self.settings, self.db, self.allocation, self.executor = settings, db, allocation, executor
+        self.fidelity = fidelity   # None: constant fidelity, every trial trains its whole budget
         self.proposer, self.trial_root = proposer, trial_root
         self.phase = proposer.phase
         self.on_progress = on_progress or (lambda manager: None)
@@ -81,6 +87,7 @@ class Manager:
                     self._shutdown()  # the trials still running are interrupted: a resume runs them again
                     raise CircuitOpen(self.breaker.message())
                 self._enforce_walltimes()
+                self._judge_rungs()
                 self._launch()
                 self._update_progress()
                 if not self.running:
@@ -121,6 +128,10 @@ class Manager:
         for trial in self.db.trials(self.phase, ["running"]):
             # Its launcher may outlive the manager that started it: stop it before running the trial again.
             stop_orphan(Path(trial.trial_dir), self.executor.launcher, self.executor.env, self.settings.kill_grace)
+            verdict = self.fidelity.verdict(trial.trial_id) if self.fidelity else None
+            if verdict is not None:  # the last manager discarded it but died before recording the stop
+                self._discard(trial, verdict, read_result(Path(trial.trial_dir)))
+                continue
             self.db.requeue(trial.trial_id, "the manager restarted while it ran")
         for trial in self.db.trials(self.phase, ["interrupted"]):
             self.db.requeue(trial.trial_id, "resumed")
@@ -175,6 +186,21 @@ class Manager:
                 log.warning("trial %d passed its wall time of %g s: stopping it", run.trial.trial_id, limit)
                 self._kill(run, KILLED_AT_WALLTIME)
 
+    def _judge_rungs(self) -> None:
+        """ASHA (search/fidelity.py): read each running trial's curve and stop those a rung discards.
+        Every pass, not every PROGRESS_S: a trial stopped late trains epochs the rule meant to save."""
+        if self.fidelity is None:
+            return
+        for run in self.running.values():
+            result = read_result(Path(run.trial.trial_dir), since=run.launched_at) if run.killed_for is None else None
+            if result and result.get("status") == "running":
+                decision = self.fidelity.judge(run.trial.trial_id, result.get("epochs", []))
+                if decision is not None:
+                    log.info("trial %d discarded at rung %d (value %.4g, rank %d of %d): stopping it",
+                             run.trial.trial_id, decision.rung, decision.value, decision.rank, decision.judged)
+                    run.discarded = decision
+                    self._kill(run, KILLED_AT_RUNG)
+
     def _kill(self, run: Running, reason: str) -> None:
         """Stop a trial in the background: kill() waits out the grace period, the loop must not."""
         run.killed_for = reason
@@ -210,6 +236,9 @@ class Manager:
     def _record(self, run: Running, outcome: Outcome) -> None:
         trial = run.trial
         log.info("trial %d %s%s", trial.trial_id, outcome.status, f": {outcome.error}" if outcome.error else "")
+        if outcome.status == "discarded" and run.discarded is not None:
+            self._discard(trial, run.discarded, outcome.result)
+            return
         retry = trial.attempt < self.settings.max_attempts
         if outcome.node_fault is not None:
             for node in outcome.node_fault.nodes:
@@ -226,6 +255,12 @@ class Manager:
         if outcome.status != "interrupted":
             self.proposer.finished(trial.params, outcome.objective)
             self.breaker.record(failed_at_startup(outcome.status, outcome.result), run.slice.index, outcome.error)
+
+    def _discard(self, trial: Trial, decision: RungDecision, result: dict | None) -> None:
+        """Record a trial stopped at a rung, with its partial curve, and tell the optimiser the value the
+        rule judged (a real measurement at lower fidelity: neither a failure nor a made-up number)."""
+        self.db.mark_finished(trial.trial_id, "discarded", decision.value, None, result, discarded_at=decision.rung)
+        self.proposer.finished(trial.params, decision.value)
 
     def _shutdown(self) -> None:
         """Stop every running trial (each checkpoints and reports interrupted), record them, return."""

@@ -27,13 +27,13 @@ from trainer.contract.trialconfig import ModelConfig, TrainingConfig, TrialConfi
 from trainer.contract.typed import ConfigError
 
 from search_spaces.parameter import Parameter
-from search_spaces.spacefile import ParameterSpec, SpaceFile
+from search_spaces.spacefile import FidelitySpec, ParameterSpec, SpaceFile
 
 PACKAGED = Path(__file__).resolve().parent
 DEFAULT = "table_iv"
 BACKENDS = ("cbo", "skopt-gp", "random")
 Params = dict[str, Any]
-__all__ = ["Parameter", "Params", "SearchSpace", "load_space", "parse_space"]
+__all__ = ["FidelitySpec", "Parameter", "Params", "SearchSpace", "load_space", "parse_space"]
 
 
 # -- the loaded space -------------------------------------------------------------
@@ -46,6 +46,7 @@ class SearchSpace:
     optimizer: dict[str, Any] = field(default_factory=dict)
     fixed: dict[str, Any] = field(default_factory=dict)
     initial_points: tuple[Params, ...] = ()
+    fidelity: FidelitySpec = field(default_factory=FidelitySpec)
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +96,8 @@ class SearchSpace:
         return {"backend": self.backend,
                 "parameters": {p.name: p.to_spec() for p in self.parameters},
                 "optimizer": typed.to_dict(self.optimizer), "fixed": typed.to_dict(self.fixed),
-                "initial_points": [dict(p) for p in self.initial_points]}
+                "initial_points": [dict(p) for p in self.initial_points],
+                "fidelity": typed.to_dict(self.fidelity)}
 
 
 # -- loading ------------------------------------------------------------------
@@ -140,7 +142,7 @@ def parse_space(mapping: Any, origin: str = "<search space>") -> SearchSpace:
             _set_paths(trial, {**context, p.path: value}, origin)
             typed.build(TrialConfig, trial, origin=f"{origin}: {key}.{end}")
     space = SearchSpace(origin=origin, backend=spec.backend, parameters=tuple(parameters),
-                        optimizer=dict(spec.optimizer), fixed=dict(spec.fixed))
+                        optimizer=dict(spec.optimizer), fixed=dict(spec.fixed), fidelity=spec.fidelity)
     initial = []
     for i, point in enumerate(spec.initial_points):
         try:

@@ -16,6 +16,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import bench_search_quality as bench  # noqa: E402  (bench/ is not a package)
+import curve_table  # noqa: E402
+import fidelity_replay as fidelity  # noqa: E402
 import search_table  # noqa: E402
 
 SCRIPT = [sys.executable, str(BENCH / "bench_search_quality.py")]
@@ -112,3 +114,52 @@ def test_build_trains_points_and_resumes(tmp_path, session_data, variant):
         assert row["status"] == result["status"] == "completed"
         assert row["objective"] == result["objective"] and math.isfinite(row["objective"])
         assert result["epochs_done"] == search_table.EPOCHS
+
+
+# -- the multi-fidelity replay (bench/curve_table.py, bench/fidelity_replay.py) ------------------
+
+def synthetic_curves() -> dict[str, dict]:
+    """10-epoch curves over the curve grid: each falls towards its final value, faster for some points,
+    so an early rung ranks them roughly (not exactly) as the end does."""
+    points = {}
+    for i, p in enumerate(curve_table.grid_points()):
+        final = synthetic_points()[search_table.key(p)]["objective"] + 0.2
+        speed = 1.0 + (i % 3)
+        losses = [final + 0.5 / (speed * e) for e in range(1, 11)]
+        points[curve_table.key(p)] = {"params": p, "objective": min(losses), "val_loss": losses}
+    return points
+
+
+@pytest.mark.parametrize("backend", ["random", "cbo"])
+def test_fidelity_replay_counts_every_epoch_and_discards_only_at_rungs(backend):
+    points = synthetic_curves()
+    constant = fidelity.replay(points, backend, seed=1, rungs=[], reduction_factor=3, epoch_budget=120,
+                               in_flight=4, max_asks=400)
+    assert constant["discarded"] == 0 and constant["epochs"] == 10 * constant["completed"]
+    assert constant["epochs"] >= 120 and constant["trials"] == constant["completed"]
+    asha = fidelity.replay(points, backend, seed=1, rungs=[1, 3], reduction_factor=3, epoch_budget=120,
+                           in_flight=4, max_asks=400)
+    assert asha["discarded"] > 0 and asha["trials"] == asha["completed"] + asha["discarded"]
+    assert asha["trials"] > constant["trials"]                # the same epochs buy more trials
+    # Each discarded trial trained 1 or 3 epochs, each completed one 10.
+    assert 10 * asha["completed"] + asha["discarded"] <= asha["epochs"] <= 10 * asha["completed"] + 3 * asha["discarded"]
+    values = [best for _, best, _ in asha["history"]]
+    assert values == sorted(values, reverse=True) and asha["best"] == values[-1]
+    assert asha["best"] in {row["objective"] for row in points.values()}   # a full-fidelity objective
+
+
+def test_epochs_to_target():
+    assert fidelity.epochs_to([(10, 0.5, 1), (40, 0.3, 4), (90, 0.1, 9)], 0.3) == 40
+    assert fidelity.epochs_to([(10, 0.5, 1), (40, 0.3, 4)], 0.3, column=2) == 4
+    assert fidelity.epochs_to([(10, 0.5, 1)], 0.3) is None
+
+
+def test_fidelity_replay_of_an_incomplete_curve_table_is_a_one_line_error(tmp_path):
+    table = tmp_path / "curves.json"
+    points = synthetic_curves()
+    points.pop(next(iter(points)))
+    table.write_text(json.dumps({"points": points}))
+    run = subprocess.run([*SCRIPT, "--fidelity", "--curve-table", str(table), "--output", str(tmp_path / "o.json")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "1 of 144" in run.stderr and "--build-curves" in run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "o.json").exists()

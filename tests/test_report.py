@@ -99,7 +99,8 @@ def test_report_writes_figures_and_best_trials(run, tmp_path):
     assert np.allclose(best["objective"], completed["objective"])
     assert list(best["mpnn_type"]) == list(completed["mpnn_type"])
     summary = json.loads((out / "summary.json").read_text())["phases"]["hpo"]
-    assert summary["counts"] == {"queued": 0, "running": 0, "completed": 3, "failed": 1, "interrupted": 0}
+    assert summary["counts"] == {"queued": 0, "running": 0, "completed": 3, "failed": 1, "interrupted": 0,
+                                 "discarded": 0}
     assert summary["best"]["trial_id"] == completed["trial_id"].iloc[0]
     assert 0 < summary["utilisation"] <= 1
     # The default output directory is RUN_DIR/report.

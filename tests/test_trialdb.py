@@ -62,7 +62,8 @@ def test_state_machine_and_events(tmp_path):
                                       "nodes": ["n001", "n002"], "error": "CUDA out of memory"}
         never_started = db.create_trial("hpo", PARAMS)
         db.mark_finished(never_started, "failed", error="srun: invalid node name")
-        assert db.counts("hpo") == {"queued": 0, "running": 0, "completed": 1, "failed": 1, "interrupted": 0}
+        assert db.counts("hpo") == {"queued": 0, "running": 0, "completed": 1, "failed": 1, "interrupted": 0,
+                                        "discarded": 0}
         assert [x.trial_id for x in db.trials(statuses=["failed"])] == [never_started]
         with pytest.raises(KeyError):
             db.get(999)
@@ -246,13 +247,22 @@ def test_origin_is_recorded_and_shown(tmp_path):
     assert trials.origin.tolist() == ["initial_points", "initial_design", "surrogate", "random", None]
 
 
-def _schema_1_database(path) -> None:
-    """A database as the previous version wrote it: no origin column, user_version 1."""
-    from orchestrator.trials.schema import SCHEMA
+def _old_schema(version: int) -> str:
+    """The schema as version 1 (no origin) or 2 (no status "discarded", discarded_at or rungs table) wrote it."""
+    from orchestrator.trials.schema import RUNGS_TABLE, SCHEMA
 
+    old = (SCHEMA.replace(RUNGS_TABLE + ";", "").replace(", 'discarded')", ")")
+           .replace(",                      -- HPO: where its configuration came from (ORIGINS)\n"
+                    "    discarded_at   INTEGER                    -- ASHA: the rung (epoch) at which it was discarded",
+                    ""))
+    assert "discarded" not in old and "rungs" not in old
+    return old if version == 2 else old.replace(",\n    origin         TEXT", "")
+
+
+def _schema_1_database(path) -> None:
+    """A database as an earlier version wrote it: no origin column, user_version 1."""
     db = sqlite3.connect(path / "trials.db")
-    db.executescript(SCHEMA.replace(",\n    origin         TEXT", "")
-                     .replace("-- HPO: where its configuration came from (ORIGINS)", ""))
+    db.executescript(_old_schema(1))
     db.execute("INSERT INTO trials (phase, status, params, submitted_at, objective) "
                "VALUES ('hpo', 'completed', ?, 1.0, 0.5)", (json.dumps(PARAMS),))
     db.execute("PRAGMA user_version = 1")
@@ -270,10 +280,45 @@ def test_a_database_of_schema_1_is_read_and_upgraded(tmp_path):
         assert db.get(1).origin is None and db.get(1).objective == 0.5
         new = db.create_trial("hpo", {**PARAMS, "fc_dim": 300}, origin="surrogate")
     assert load_trials(tmp_path).origin.tolist() == [None, "surrogate"] and new == 2
-    assert sqlite3.connect(tmp_path / "trials.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(tmp_path / "trials.db").execute("PRAGMA user_version").fetchone()[0] == 3
     other = tmp_path / "future"
     other.mkdir()
     TrialDB(other).close()
     sqlite3.connect(other / "trials.db").execute("PRAGMA user_version = 7")
-    with pytest.raises(UserError, match=r"not a trial database of this version \(schema version 7, this program reads 2\)"):
+    with pytest.raises(UserError, match=r"not a trial database of this version \(schema version 7, this program reads 3\)"):
         TrialDB(other)
+
+
+def test_a_database_of_schema_2_gains_discarded_trials_and_rungs_keeping_everything(tmp_path):
+    """Version 3 rebuilds the trials table (its status CHECK gains "discarded"): rows, ids, events, curves
+    and references survive, and new ids continue after the old ones."""
+    from orchestrator.trials.rungs import RungDecision
+
+    db = sqlite3.connect(tmp_path / "trials.db")
+    db.executescript(_old_schema(2))
+    db.execute("INSERT INTO trials (phase, status, params, submitted_at, objective, origin) "
+               "VALUES ('hpo', 'completed', ?, 1.0, 0.5, 'surrogate')", (json.dumps(PARAMS),))
+    db.execute("INSERT INTO trials (phase, status, params, submitted_at, parent_id) VALUES ('ensemble', 'queued', ?, 2.0, 1)",
+               (json.dumps(PARAMS),))
+    db.execute("INSERT INTO events (trial_id, at, status, detail) VALUES (1, 1.0, 'completed', '{}')")
+    db.execute("INSERT INTO curves (trial_id, epoch, val_loss) VALUES (1, 1, 0.5)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with pytest.raises(sqlite3.IntegrityError):  # the old table refuses the new status
+        with sqlite3.connect(tmp_path / "trials.db") as raw:
+            raw.execute("UPDATE trials SET status = 'discarded' WHERE trial_id = 1")
+    assert load_trials(tmp_path).discarded_at.isna().all()   # a reader of the old file copes
+    with TrialDB(tmp_path) as db:
+        assert db.get(1).objective == 0.5 and db.get(1).origin == "surrogate" and db.get(2).parent_id == 1
+        assert [status for _, status, _ in db.events(1)] == ["completed"]
+        new = db.create_trial("hpo", {**PARAMS, "fc_dim": 300})
+        assert new == 3
+        db.mark_running(new, 0, ["n1"])
+        db.record_rung(RungDecision(new, 1, 0.9, False, 2, 2))
+        db.mark_finished(new, "discarded", 0.9, discarded_at=1)
+        assert db.get(new).status == "discarded" and db.get(new).discarded_at == 1
+    raw = sqlite3.connect(tmp_path / "trials.db")
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert raw.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert raw.execute("SELECT COUNT(*) FROM curves").fetchone()[0] == 1

@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from orchestrator.launch import slurm
     from orchestrator.launch.batch import submit_manager
-    from orchestrator.phases.ensemble import EnsemblePlan, ensemble_inputs, train_members
+    from orchestrator.phases.ensemble import SELECTION_RULE, EnsemblePlan, ensemble_inputs, train_members
     from orchestrator.sites import load_site
     from orchestrator.trials import runconfig
     from orchestrator.views.display import LiveStatus
@@ -89,6 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"submitted batch job {job}; the ensemble will be in {run_dir / 'ensemble'}")
         return 0
     plan = EnsemblePlan(args.top_k, args.max_epochs, args.patience, args.seeds, args.bootstrap, args.min_steps or None)
+    print(f"members: the {args.top_k} best HPO configurations {SELECTION_RULE}")
     status = train_members(run_dir, plan, display=LiveStatus())
     if status == EXIT_INTERRUPTED:
         return status

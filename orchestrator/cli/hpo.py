@@ -56,6 +56,10 @@ def _launch_parser(commands) -> None:
                         help="trial.yaml override for every trial, e.g. training.batch_size=64")
     launch.add_argument("--dry-run", action="store_true", help="print the slice plan and commands; run nothing")
     launch.add_argument("--json", action="store_true", help="with --dry-run: machine-readable output")
+    launch.add_argument("--warm-start", metavar="RUN_DIR", type=Path,
+                        help="tell the optimiser every finished trial of this earlier run first")
+    launch.add_argument("--warm-start-any-fidelity", action="store_true",
+                        help="with --warm-start: accept a run of another epoch or step budget")
     launch.add_argument("--foreground", action="store_true",
                         help="on a Slurm site outside an allocation: run the manager here (each trial its own job)")
 
@@ -87,7 +91,9 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
            "steps": args.steps, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
            "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
            "max_startup_failures": args.max_startup_failures,
-           "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set)}
+           "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set),
+           "warm_start": None if args.warm_start is None else str(args.warm_start.resolve()),
+           "warm_start_any_fidelity": args.warm_start_any_fidelity}
     try:
         return typed.build(RunSettings, raw, "command line")
     except typed.ConfigError as err:  # name the flag, not the field
@@ -102,12 +108,20 @@ def launch(args: argparse.Namespace) -> int:
     from orchestrator.allocation import Allocation, discover_nodes
     from orchestrator.phases.run import check_datasets, check_run_dir, new_run_dir
     from orchestrator.search.backends import make_optimizer
+    from orchestrator.search.fidelity import rungs_for
     from orchestrator.sites import load_site
     from orchestrator.views.plan import format_plan, slice_plan
 
     settings = settings_from(args)
     site = load_site(settings.site)
     space = load_space(settings.space)  # a bad space file fails now, not in the batch job
+    rungs_for(space.fidelity, settings.epochs, space.origin)
+    if args.warm_start_any_fidelity and args.warm_start is None:
+        raise UserError("--warm-start-any-fidelity: goes with --warm-start RUN_DIR")
+    if settings.warm_start is not None:
+        from orchestrator.search.warmstart import read_warm_start
+
+        read_warm_start(settings.warm_start, space, settings)  # a run that cannot be used fails now
     nodes = discover_nodes(site, settings.nodes)
     allocation = Allocation(nodes, settings.nodes_per_trial or site.nodes_per_trial)
     run_dir = (args.run_dir or locations.new_run_dir()).resolve()

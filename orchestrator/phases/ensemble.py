@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,11 +59,22 @@ class Member:
     seed: int | None          # None: the parent's own seed (a phase started before members had seeds)
 
 
+SELECTION_RULE = ("by best validation loss at the highest fidelity reached: trials completed at the full "
+                  "budget first, then (ASHA) discarded ones by the rung they reached")
+
+
+def fidelity_reached(trial: Trial) -> float:
+    """Epochs of training behind a trial's objective: the whole budget (inf) if completed, its rung if discarded."""
+    return math.inf if trial.status == "completed" else float(trial.discarded_at or 0)
+
+
 def select_top(trials: list[Trial], k: int) -> list[Trial]:
-    """The k best completed trials, one per distinct configuration (its best run), ties by id."""
+    """The k best trials, one per distinct configuration (its best run), SELECTION_RULE, ties by id.
+    Objectives at different fidelities do not compare (a loss after 1 epoch is higher than after 10),
+    so a discarded trial only fills places that completed trials leave."""
     best: dict[str, Trial] = {}
-    for trial in sorted((t for t in trials if t.status == "completed" and t.objective is not None),
-                        key=lambda t: (t.objective, t.trial_id)):
+    for trial in sorted((t for t in trials if t.status in ("completed", "discarded") and t.objective is not None),
+                        key=lambda t: (-fidelity_reached(t), t.objective, t.trial_id)):
         best.setdefault(json.dumps(trial.params, sort_keys=True), trial)
     return list(best.values())[:k]
 
@@ -103,10 +115,11 @@ def _selection(db: TrialDB, plan: EnsemblePlan) -> list[Member]:
     if chosen is None:
         top = select_top(db.trials("hpo"), plan.top_k)
         if not top:
-            raise UserError(f"{db.path}: no completed HPO trial to build an ensemble from")
+            raise UserError(f"{db.path}: no completed (or discarded) HPO trial to build an ensemble from")
         if len(top) < plan.top_k:
             log.warning("only %d distinct completed configurations for an ensemble of %d", len(top), plan.top_k)
         chosen = [t.trial_id for t in top]
+        log.info("ensemble: HPO trials %s, %s", chosen, SELECTION_RULE)
         db.set_meta(SELECTION_KEY, chosen)
         db.set_meta("ensemble_plan", plan.record())
     if legacy:

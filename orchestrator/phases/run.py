@@ -22,6 +22,7 @@ from trainer.contract.errors import UserError
 from orchestrator.allocation import Allocation, discover_nodes
 from orchestrator.launch.executor import TrialExecutor
 from orchestrator.manager import Manager
+from orchestrator.search.fidelity import Asha
 from orchestrator.search.proposers import Proposer
 from orchestrator.sites import SiteConfig
 from orchestrator.trials import runconfig
@@ -126,16 +127,19 @@ def _log_to(run_dir: Path) -> logging.Handler:
 
 def run_phase(run_dir: Path, settings: RunSettings, site: SiteConfig,
               make_proposer: Callable[[TrialDB], Proposer], trial_root: Path,
-              env: dict[str, str] | None = None, display: LiveStatus | None = None) -> int:
-    """Run one phase's trials on the allocation until its proposer is exhausted; the exit status."""
+              env: dict[str, str] | None = None, display: LiveStatus | None = None,
+              make_fidelity: Callable[[TrialDB], Asha | None] | None = None) -> int:
+    """Run one phase's trials on the allocation until its proposer is exhausted; the exit status.
+    `make_fidelity`: the phase's rung judge (ASHA), None for a constant fidelity."""
     allocation = Allocation(discover_nodes(site, settings.nodes),
                             settings.nodes_per_trial or site.nodes_per_trial)
     handler = _log_to(run_dir)
     try:
         with run_lock(run_dir), TrialDB(run_dir) as db:
             proposer = make_proposer(db)
+            fidelity = make_fidelity(db) if make_fidelity else None
             with TrialExecutor(site, run_dir, max_trials=len(allocation.slices), env=env) as executor:
-                manager = Manager(settings, db, allocation, executor, proposer, trial_root, display)
+                manager = Manager(settings, db, allocation, executor, proposer, trial_root, display, fidelity)
                 try:
                     status = manager.run()
                 finally:

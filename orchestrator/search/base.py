@@ -57,6 +57,8 @@ class Optimizer(Protocol):
     def add_pending(self, configs: Sequence[Params]) -> None:
         """Configurations already being evaluated that this optimiser did not ask for (resume)."""
 
+    exhausted: bool  # True once `ask` returned fewer than asked: every configuration was proposed
+
 
 class SearchBase:
     """Bookkeeping shared by the backends; a backend implements `_propose`, `_learn`, `_origin`, `_exclude`."""
@@ -69,6 +71,7 @@ class SearchBase:
         self.num_told = 0
         self.num_failed = 0
         self.num_repeats = 0  # proposals from the backend dropped because they were seen before
+        self.exhausted = False  # every configuration of a (small, discrete) space has been proposed
         self.settings: dict[str, Any] = {}  # the backend's effective settings, for the record
 
     # -- the interface ----------------------------------------------------------
@@ -97,6 +100,8 @@ class SearchBase:
             chosen += [(params, origin) for params in fresh[:missing]]
         while len(chosen) < n:
             point = self._random_fresh_point()
+            if point is None:  # fewer than asked: the manager stops proposing (see `exhausted`)
+                break
             self._mark_pending([point])
             chosen.append((point, "random"))
         return chosen
@@ -166,14 +171,18 @@ class SearchBase:
         for params in configs:
             self._pending[self._key(params)] = params
 
-    def _random_fresh_point(self) -> Params:
+    def _random_fresh_point(self) -> Params | None:
         for _ in range(FRESH_POINT_TRIES):
             point = self.space.sample(self._rng)
             if self._key(point) not in self._seen:
                 return point
-        # Like DeepHyper when its candidates run out: evaluate a point again rather than stall.
-        log.warning("search space %s looks exhausted: proposing a configuration again", self.space.origin)
-        return point
+        # A configuration is never evaluated twice (a repeat would only re-measure training noise):
+        # the search ends here, where DeepHyper would propose a point again.
+        if not self.exhausted:
+            log.warning("search space %s is exhausted: all %d configurations have been proposed",
+                        self.space.origin, len(self._seen))
+        self.exhausted = True
+        return None
 
 
 class RandomSearch(SearchBase):
@@ -190,10 +199,10 @@ class RandomSearch(SearchBase):
 
 
 def restore(optimizer: Optimizer, db: "TrialDB", phase: str = "hpo") -> tuple[int, int]:
-    """Rebuild an optimiser's knowledge from the database (resume): tell every finished trial,
-    mark every unfinished one pending. Returns (told, pending)."""
-    finished = db.trials(phase=phase, statuses=("completed", "failed"))
-    optimizer.tell([(t.params, t.objective if t.status == "completed" else None) for t in finished])
+    """Rebuild an optimiser's knowledge from the database (resume): tell every finished trial (a discarded
+    one with the value its rung judged), mark every unfinished one pending. Returns (told, pending)."""
+    finished = db.trials(phase=phase, statuses=("completed", "failed", "discarded"))
+    optimizer.tell([(t.params, t.objective if t.status in ("completed", "discarded") else None) for t in finished])
     unfinished = db.trials(phase=phase, statuses=("queued", "running", "interrupted"))
     optimizer.add_pending([t.params for t in unfinished])
     return len(finished), len(unfinished)

@@ -53,14 +53,20 @@ class HpoProposer:
 
     phase = "hpo"
 
-    def __init__(self, space: SearchSpace, optimizer: Optimizer, base: TrialConfig, max_evals: int):
+    def __init__(self, space: SearchSpace, optimizer: Optimizer, base: TrialConfig, max_evals: int,
+                 prior: Sequence[Result] = ()):
         self.space, self.optimizer, self.base, self.max_evals = space, optimizer, base, max_evals
+        self.prior = list(prior)           # an earlier campaign's results (--warm-start), told first
         self.outcomes: list[Result] = []   # finished since the last proposal, not yet told
 
     def restore(self, db: TrialDB) -> None:
+        if self.prior:
+            self.optimizer.tell(self.prior)
         restore(self.optimizer, db, phase=self.phase)
 
     def remaining(self, created: int) -> int:
+        if getattr(self.optimizer, "exhausted", False) and created >= len(self.space.initial_points):
+            return 0   # every configuration of the space was proposed: the search ends (no repeats)
         return max(0, self.max_evals - created)
 
     def propose(self, n: int, created: int) -> list[Proposal]:

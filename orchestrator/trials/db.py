@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from orchestrator.trials import dbfile
+from orchestrator.trials.rungs import RungRecords
 from orchestrator.trials.schema import (CURVE_COLUMNS, DB_NAME, FINISHED, ORIGINS, PHASES, STATUSES, TRANSITIONS,
                                       Trial, TransitionError, database_path, trial_from_row)
 from trainer.contract.errors import UserError
@@ -31,7 +32,7 @@ from trainer.contract.errors import UserError
 __all__ = ["DB_NAME", "STATUSES", "Trial", "TrialDB", "TransitionError", "database_path"]
 
 
-class TrialDB:
+class TrialDB(RungRecords):
     """The manager's (single) writing connection. Safe to call from Parsl callback threads."""
 
     def __init__(self, path: str | Path):
@@ -102,14 +103,20 @@ class TrialDB:
         return attempt
 
     def mark_finished(self, trial_id: int, status: str, objective: float | None = None,
-                      error: str | None = None, result: dict[str, Any] | None = None) -> None:
+                      error: str | None = None, result: dict[str, Any] | None = None,
+                      discarded_at: int | None = None) -> None:
         """Record the outcome. `result` is the trial's parsed result.json (curves, parameter count,
         wall time); the objective defaults to its best validation loss. A completed trial needs a
         finite objective: a NaN loss is a failure (contract 3), so say so with status="failed".
-        Only completed trials keep an objective."""
+        Only completed and discarded trials keep an objective; a discarded one's is the value its
+        rung judged (best validation loss up to `discarded_at` epochs), given by the caller."""
         if status not in FINISHED:
             raise ValueError(f"status must be one of {FINISHED}, got {status!r}")
-        if status != "completed":
+        if (status == "discarded") != (discarded_at is not None):
+            raise TransitionError(f"trial {trial_id}: discarded_at goes with status discarded, and only with it")
+        if status == "discarded" and (objective is None or not math.isfinite(objective)):
+            raise TransitionError(f"trial {trial_id}: a discarded trial keeps the finite value its rung judged")
+        if status not in ("completed", "discarded"):
             objective = None  # only a completed trial has an objective; its curve shows how far a failure got
         elif objective is None and result is not None:
             objective = result.get("objective", result.get("best_val_loss"))
@@ -122,11 +129,12 @@ class TrialDB:
         now = time.time()
         with self._transaction() as db:
             self._move(db, trial_id, status)
-            db.execute("UPDATE trials SET status = ?, objective = ?, error = ?, finished_at = ? WHERE trial_id = ?",
-                       (status, objective, error, now, trial_id))
+            db.execute("UPDATE trials SET status = ?, objective = ?, error = ?, finished_at = ?, discarded_at = ? "
+                       "WHERE trial_id = ?", (status, objective, error, now, discarded_at, trial_id))
             if result is not None:
                 self._store_result(db, trial_id, result)
-            self._event(db, trial_id, status, now, {"objective": objective, "error": error})
+            self._event(db, trial_id, status, now, {"objective": objective, "error": error,
+                                                    **({"discarded_at": discarded_at} if discarded_at else {})})
 
     def update_progress(self, trial_id: int, result: dict[str, Any]) -> None:
         """Store a running trial's latest result.json (curves so far) without changing its status."""

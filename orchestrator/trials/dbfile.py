@@ -50,6 +50,9 @@ def upgrade(db: sqlite3.Connection, path: Path) -> None:
     if version not in MIGRATIONS:
         raise UserError(f"{path}: not a trial database of this version "
                         f"(schema version {version}, this program reads {SCHEMA_VERSION})")
+    # A table rebuild drops the table that other tables reference: foreign keys must be off (which
+    # cannot change inside a transaction) and are checked before the commit instead.
+    db.execute("PRAGMA foreign_keys = OFF")
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]  # another writer may have done it
@@ -57,11 +60,16 @@ def upgrade(db: sqlite3.Connection, path: Path) -> None:
             for statement in MIGRATIONS[version]:
                 db.execute(statement)
             version += 1
+        broken = db.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise sqlite3.DatabaseError(f"upgrading would break {len(broken)} references, e.g. {tuple(broken[0])}")
         db.execute(f"PRAGMA user_version = {version}")
+        db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
+    finally:
+        db.execute("PRAGMA foreign_keys = ON")
 
 
 def _statements(script: str) -> list[str]:

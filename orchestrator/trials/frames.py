@@ -29,6 +29,8 @@ def load_trials(run_dir: str | Path) -> "pandas.DataFrame":
     if "origin" not in table.columns:  # a schema-1 database that no manager of this version has opened yet
         table["origin"] = None
     table["origin"] = table["origin"].astype(object).where(table["origin"].notna(), None)  # None, never NaN
+    if "discarded_at" not in table.columns:  # a database from before ASHA (schema 2) not yet upgraded
+        table["discarded_at"] = None
     params = pd.DataFrame([json.loads(p) for p in table.pop("params")], index=table.index)
     params = params.drop(columns=[c for c in params.columns if c in table.columns])
     nodes = table["nodes"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
@@ -38,7 +40,7 @@ def load_trials(run_dir: str | Path) -> "pandas.DataFrame":
         table[column] = pd.to_datetime(table[column], unit="s", utc=True)
     for column in ("objective", "wall_time"):
         table[column] = table[column].astype("float64")
-    for column in ("epochs_done", "num_parameters", "slice_index", "parent_id"):
+    for column in ("epochs_done", "num_parameters", "slice_index", "parent_id", "discarded_at"):
         table[column] = table[column].astype("Int64")
     first = ["trial_id", "phase", "status", "objective", "origin"]
     rest = [c for c in table.columns if c not in first]
@@ -52,6 +54,25 @@ def load_curves(run_dir: str | Path) -> "pandas.DataFrame":
     with _read_only(run_dir) as db:
         curves = pd.read_sql_query("SELECT * FROM curves ORDER BY trial_id, epoch", db)
     return curves.astype({"trial_id": "int64", "epoch": "int64", **{c: "float64" for c in CURVE_COLUMNS}})
+
+
+def load_rungs(run_dir: str | Path) -> "pandas.DataFrame":
+    """Every ASHA rung decision (search/fidelity.py): trial_id, rung (epochs), value, kept, rank, judged, at."""
+    import pandas as pd
+
+    with _read_only(run_dir) as db:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'rungs'").fetchone():  # schema 2: no rungs
+            return pd.DataFrame(columns=["trial_id", "rung", "value", "kept", "rank", "judged", "at"])
+        rungs = pd.read_sql_query("SELECT * FROM rungs ORDER BY at, trial_id, rung", db)
+    rungs["kept"] = rungs["kept"].astype(bool)
+    return rungs
+
+
+def load_meta(run_dir: str | Path, key: str, default=None):
+    """One value of the run's meta table (e.g. "warm_start"), or `default`."""
+    with _read_only(run_dir) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return json.loads(row[0]) if row else default
 
 
 def load_events(run_dir: str | Path) -> "pandas.DataFrame":

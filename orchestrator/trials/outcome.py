@@ -5,6 +5,7 @@ Every way a trial can end maps to one outcome:
   failed         the trainer said so (exception, NaN, bad config), the manager killed it
                  at its wall time, or the launcher died without a word from the trainer
   interrupted    stopped on purpose and resumable (manager shutdown, allocation ending)
+  discarded      stopped on purpose at a rung (ASHA, search/fidelity.py) unless it completed first
   node fault     the nodes, not the trial, failed: exclude them, run the trial again
 The trainer writes result.json; nothing here reads log lines (contract 2),
 except node_failure's reading of srun's own complaints about nodes.
@@ -25,11 +26,12 @@ from orchestrator.launch.node_faults import NodeFault, node_failure
 # Why the manager itself stopped a trial.
 KILLED_AT_WALLTIME = "walltime"
 KILLED_AT_SHUTDOWN = "shutdown"
+KILLED_AT_RUNG = "rung"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str                            # completed | failed | interrupted
+    status: str                            # completed | failed | interrupted | discarded
     objective: float | None = None
     error: str | None = None
     result: dict[str, Any] | None = None   # the trial's result.json, when it wrote one this attempt
@@ -68,6 +70,9 @@ def classify(trial_dir: Path, exit_code: int | None, launched_at: float, killed_
         return Outcome("failed", None, f"exceeded the trial wall time of {walltime:g} s", result)
     if killed_for == KILLED_AT_SHUTDOWN:
         return Outcome("interrupted", None, "the manager stopped", result)
+    if killed_for == KILLED_AT_RUNG:
+        # Decided before the stop: whatever the trainer said while stopping, the rung's verdict stands.
+        return Outcome("discarded", None, None, result)
     if status == "failed":
         return Outcome("failed", None, result.get("error") or "the trainer reported a failure", result)
     if status == "interrupted":

@@ -47,6 +47,10 @@ class RunSettings:
         5, low=1, doc="stop the phase after this many consecutive trials failed before the trainer reported "
                       "(no result.json), at least one on every slice (a misconfigured site or trainer command)")
     walltime: str | None = field(default=None, metadata={"doc": "batch job wall time; null: the site's"})
+    warm_start: str | None = field(default=None, metadata={"doc": "an earlier run directory whose finished "
+                                                                  "trials the optimiser is told first"})
+    warm_start_any_fidelity: bool = field(default=False, metadata={"doc": "warm start from a run of another "
+                                                                          "epoch or step budget"})
     trial: dict[str, Any] = field(default_factory=dict,
                                   metadata={"doc": "dotted trial.yaml overrides, e.g. training.batch_size: 64"})
 

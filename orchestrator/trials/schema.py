@@ -13,24 +13,25 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "trials.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PHASES = ("hpo", "ensemble")
-STATUSES = ("queued", "running", "completed", "failed", "interrupted")
-FINISHED = ("completed", "failed", "interrupted")
+STATUSES = ("queued", "running", "completed", "failed", "interrupted", "discarded")
+FINISHED = ("completed", "failed", "interrupted", "discarded")
 # Allowed moves; requeue() is the only way back to "queued".
 TRANSITIONS = {
     "queued": {"running", "failed", "interrupted"},  # failed/interrupted: never started (launch error, shutdown)
-    "running": {"completed", "failed", "interrupted", "queued"},
+    "running": {"completed", "failed", "interrupted", "queued", "discarded"},
     "interrupted": {"queued"},
     "failed": {"queued"},
     "completed": set(),
+    "discarded": set(),   # stopped at a rung (ASHA): never resumed, see orchestrator/search/fidelity.py
 }
 CURVE_COLUMNS = ("train_loss", "val_loss", "val_energy_mae", "val_force_mae", "seconds",
                  "learning_rate", "graphs_per_second")
 BUSY_TIMEOUT_MS = 60_000
 
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS trials (
+TRIALS_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {{name}} (
     trial_id       INTEGER PRIMARY KEY AUTOINCREMENT,
     phase          TEXT NOT NULL CHECK (phase IN {PHASES}),
     status         TEXT NOT NULL CHECK (status IN {STATUSES}),
@@ -48,8 +49,21 @@ CREATE TABLE IF NOT EXISTS trials (
     num_parameters INTEGER,
     wall_time      REAL,
     error          TEXT,
-    origin         TEXT                       -- HPO: where its configuration came from (ORIGINS)
-);
+    origin         TEXT,                      -- HPO: where its configuration came from (ORIGINS)
+    discarded_at   INTEGER                    -- ASHA: the rung (epoch) at which it was discarded
+)"""
+RUNGS_TABLE = """
+CREATE TABLE IF NOT EXISTS rungs (
+    trial_id INTEGER NOT NULL REFERENCES trials(trial_id),
+    rung     INTEGER NOT NULL,                -- epochs
+    value    REAL NOT NULL,                   -- best validation loss up to the rung: what the rule compared
+    kept     INTEGER NOT NULL,                -- 1: continued past the rung, 0: discarded there
+    rank     INTEGER NOT NULL,                -- its place among the values at the rung when judged (1 = best)
+    judged   INTEGER NOT NULL,                -- how many values the rung held then, its own included
+    at       REAL NOT NULL,
+    PRIMARY KEY (trial_id, rung)
+)"""
+SCHEMA = TRIALS_TABLE.format(name="trials") + ";" + RUNGS_TABLE + ";" + f"""
 CREATE INDEX IF NOT EXISTS trials_by_status ON trials (phase, status);
 CREATE TABLE IF NOT EXISTS events (
     event_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -78,7 +92,16 @@ CREATE TABLE IF NOT EXISTS meta (
 
 # Version 1 -> 2 added trials.origin; a version-1 database gets the column (NULL: not recorded) when
 # a manager opens it, and readers of one that no manager has opened yet show the origin as unknown.
-MIGRATIONS = {1: ["ALTER TABLE trials ADD COLUMN origin TEXT"]}
+# Version 2 -> 3 added the status "discarded" (its CHECK constraint can only change by rebuilding the
+# table: SQLite's create-copy-drop-rename, run with foreign keys off by dbfile.upgrade), trials.discarded_at
+# and the rungs table.
+_V2_COLUMNS = ("trial_id, phase, status, params, trial_dir, parent_id, slice_index, nodes, attempt, submitted_at, "
+               "started_at, finished_at, objective, epochs_done, num_parameters, wall_time, error, origin")
+MIGRATIONS = {1: ["ALTER TABLE trials ADD COLUMN origin TEXT"],
+              2: [TRIALS_TABLE.format(name="trials_v3"),
+                  f"INSERT INTO trials_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM trials",
+                  "DROP TABLE trials", "ALTER TABLE trials_v3 RENAME TO trials",
+                  "CREATE INDEX IF NOT EXISTS trials_by_status ON trials (phase, status)", RUNGS_TABLE]}
 
 # Where an HPO trial's configuration came from, decided when it is proposed (search/base.py):
 ORIGINS = {
@@ -113,6 +136,7 @@ class Trial:
     wall_time: float | None
     error: str | None
     origin: str | None = None
+    discarded_at: int | None = None
 
 
 def database_path(run_dir: str | Path) -> Path:

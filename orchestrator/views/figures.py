@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 COLOURS = {"completed": "tab:green", "failed": "tab:red", "running": "tab:blue",
-           "interrupted": "tab:orange", "requeued": "tab:purple"}
+           "interrupted": "tab:orange", "requeued": "tab:purple", "discarded": "tab:gray"}
 # Columns of load_trials that are not searched hyperparameters (the rest are).
 RECORD_COLUMNS = frozenset(f.name for f in dataclasses.fields(Trial)) | {"num_nodes"}
 DECADE = 10.0  # a value axis spanning at least this ratio is drawn in log scale
@@ -88,7 +88,8 @@ def plot_trajectory(trials: "pandas.DataFrame", ax: "Axes", phase: str = "hpo") 
     finished = trials[trials["finished_at"].notna()]
     scale, unit = _time_unit(_seconds(finished["finished_at"], start).max() if len(finished) else 0.0)
     ax.set_xlabel(f"wall time since the search started ({unit})")
-    for status, marker in (("failed", "x"), ("interrupted", "|")):
+    # Discarded trials (ASHA) have a value at a lower fidelity only: marked, not mixed with the objectives.
+    for status, marker in (("failed", "x"), ("interrupted", "|"), ("discarded", "v")):
         lost = finished[finished["status"] == status]
         if len(lost):
             # y in axes coordinates: a row of marks on the time axis whatever the objective's scale

@@ -18,6 +18,7 @@ from orchestrator.trials import runconfig
 from orchestrator.trials.schema import DB_NAME, STATUSES, database_path
 from orchestrator.views.figures import (best_trials, plot_by_mpnn, plot_learning_curves, plot_slice_timeline,
                                         plot_trajectory, timeline_size)
+from orchestrator.views.rungs import rung_summary
 from orchestrator.views.status import planned_slices, slice_count, utilisation
 
 if TYPE_CHECKING:
@@ -102,12 +103,13 @@ def write_report(run_dir: str | Path, out_dir: str | Path, top: int = 10) -> lis
         atomic_write_bytes(out_dir / name, png.getvalue())
         written.append(out_dir / name)
     atomic_write_text(out_dir / "best_trials.csv", best_trials(trials, top).to_csv())
-    atomic_write_json(out_dir / "summary.json", summary(run_dir, trials, slices, now))
+    atomic_write_json(out_dir / "summary.json", summary(run_dir, trials, slices, now, curves))
     return written + [out_dir / "best_trials.csv", out_dir / "summary.json"]
 
 
-def summary(run_dir: Path, trials: "pandas.DataFrame", slices: int | None, now: "pandas.Timestamp") -> dict:
-    """Per phase: trial counts by status, the best trial, slice utilisation."""
+def summary(run_dir: Path, trials: "pandas.DataFrame", slices: int | None, now: "pandas.Timestamp",
+            curves: "pandas.DataFrame | None" = None) -> dict:
+    """Per phase: trial counts by status, the best trial, slice utilisation; the HPO phase's rungs."""
 
     phases = {}
     for phase, group in trials.groupby("phase", sort=False):
@@ -119,7 +121,25 @@ def summary(run_dir: Path, trials: "pandas.DataFrame", slices: int | None, now: 
                                             "objective": float(top["objective"].iloc[0])},
             "utilisation": utilisation(group, rows, now.timestamp()),
         }
+    if "hpo" in phases and curves is not None:
+        phases["hpo"]["fidelity"] = hpo_fidelity(run_dir, trials, curves)
     return {"run_dir": str(Path(run_dir).resolve()), "written_at": now.isoformat(), "phases": phases}
+
+
+def hpo_fidelity(run_dir: Path, trials: "pandas.DataFrame", curves: "pandas.DataFrame") -> dict | None:
+    """The rungs and what they saved (views/rungs.py), for the run's space and epoch budget."""
+    from search_spaces import load_space
+
+    from orchestrator.search.fidelity import rungs_for
+    from orchestrator.trials.frames import load_rungs
+
+    if not (run_dir / runconfig.RUN_FILE).exists():
+        return None
+    settings = runconfig.load(run_dir)
+    space = load_space(settings.space)
+    rungs = rungs_for(space.fidelity, settings.epochs, space.origin)
+    return rung_summary(trials, curves, load_rungs(run_dir), settings.epochs, rungs, space.fidelity.reduction_factor,
+                        space.fidelity.kind)
 
 
 # -- helpers --------------------------------------------------------------------------------

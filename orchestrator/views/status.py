@@ -16,6 +16,7 @@ from orchestrator import hostlist
 from orchestrator.trials import runconfig
 from orchestrator.trials.frames import load_trials
 from orchestrator.trials.schema import ORIGINS, PHASES, STATUSES, database_path
+from orchestrator.views.rungs import format_rungs, rung_summary
 
 
 def planned_slices(run_dir: Path) -> int | None:
@@ -48,7 +49,9 @@ def utilisation(trials, slices: int, now: float) -> float | None:
 
 
 def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
-    from orchestrator.trials.frames import load_curves
+    from orchestrator.search.fidelity import rungs_for
+    from orchestrator.search.warmstart import META as WARM_START
+    from orchestrator.trials.frames import load_curves, load_meta, load_rungs
 
     run_dir = Path(run_dir)
     settings = runconfig.load(run_dir)
@@ -56,7 +59,8 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
         raise UserError(f"{run_dir}: no trial database yet (the manager has not started)")
     trials, curves = load_trials(run_dir), load_curves(run_dir)
     latest = curves.sort_values("epoch").groupby("trial_id").last()
-    names = load_space(settings.space).names
+    space = load_space(settings.space)
+    names = space.names
     report: dict[str, Any] = {"run_dir": str(run_dir), "site": settings.site, "phases": {}}
     now = time.time()
     for phase in [p for p in PHASES if p in set(trials["phase"])]:  # in campaign order: the search first
@@ -82,7 +86,12 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
                          for r in group[group["status"] == "failed"].itertuples()][-top:],
             "utilisation": utilisation(group, slices, now),
         }
-        if phase == "hpo":  # where each configuration came from (None: a database from before origins)
+        if phase == "hpo":
+            info["fidelity"] = rung_summary(group, curves, load_rungs(run_dir), settings.epochs,
+                                            rungs_for(space.fidelity, settings.epochs, space.origin),
+                                            space.fidelity.reduction_factor, space.fidelity.kind)
+            info["warm_start"] = load_meta(run_dir, WARM_START)
+            # where each configuration came from (None: a database from before origins)
             info["origins"] = {origin: [int(t) for t in ids] for origin, ids in
                                group.groupby(group["origin"].fillna("unknown"), sort=False)["trial_id"]}
     return report
@@ -96,6 +105,12 @@ def format_status(report: dict[str, Any]) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in info["counts"].items() if n)
         usage = info["utilisation"]
         lines.append(f"{phase}: {counts}" + (f"; slice utilisation {100 * usage:.0f}%" if usage is not None else ""))
+        if info.get("warm_start"):
+            warm = info["warm_start"]
+            lines.append(f"  warm start: {warm['imported']} trials imported from {warm['from']} "
+                         f"({warm['failures']} of them failures; {warm['dropped']} outside this space dropped)")
+        if info.get("fidelity"):
+            lines += format_rungs(info["fidelity"])
         if info.get("origins"):
             lines.append("  proposed by: " + "; ".join(
                 f"{origin} ({ORIGINS.get(origin, 'not recorded')}) {id_ranges(ids)}"
