@@ -35,6 +35,7 @@ from orchestrator.trials.outcome import (KILLED_AT_RUNG, KILLED_AT_SHUTDOWN, KIL
 from orchestrator.trials.rungs import RungDecision
 from orchestrator.trials.runconfig import RunSettings
 from orchestrator.trials.schema import Trial
+from orchestrator.trials.snapshot import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,14 @@ class Manager:
         self._last_progress = 0.0
         self.started = time.time()
         self.breaker = CircuitBreaker(settings.max_startup_failures)
+        self.snapshots = Publisher(db, settings.snapshot_interval)  # for readers on other hosts
 
     # -- the loop --------------------------------------------------------------
 
     def run(self) -> int:
         """Run the phase to its end; exit status 0, or EXIT_INTERRUPTED when stopped by a signal."""
         self._recover()
+        self.snapshots.start()
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
         try:
             while True:
@@ -90,6 +93,7 @@ class Manager:
                 self._judge_rungs()
                 self._launch()
                 self._update_progress()
+                self.snapshots.tick()
                 if not self.running:
                     if not self._more_to_run():
                         return 0
@@ -101,6 +105,7 @@ class Manager:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.snapshots.publish()  # the final state, however the loop ended
 
     def _on_signal(self, signum: int, frame) -> None:
         self.stopping = signal.Signals(signum).name

@@ -51,6 +51,8 @@ def _launch_parser(commands) -> None:
     launch.add_argument("--max-startup-failures", type=int, default=5,
                         help="stop after this many consecutive trials failed before the trainer reported, "
                              "on every slice [5]")
+    launch.add_argument("--snapshot-interval", type=float, default=5.0,
+                        help="seconds between the database snapshots readers on other hosts read [5]")
     launch.add_argument("--kill-grace", type=float, default=30.0, help="seconds from SIGTERM to SIGKILL [30]")
     launch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="trial.yaml override for every trial, e.g. training.batch_size=64")
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--foreground", action="store_true", help="on a Slurm site: do not submit, run here")
     status = commands.add_parser("status", help="where a search stands")
     status.add_argument("run_dir", type=Path, help=RUN_DIR_HELP)
+    status.add_argument("--source", choices=["auto", "live", "snapshot"], default="auto",
+                        help="read the manager's snapshot or the live database [auto: the snapshot where the "
+                             "manager runs on another host]")
     status.add_argument("--json", action="store_true",
                         help="machine-readable: counts, best and running trials, origins, failures, utilisation")
     report = commands.add_parser("report", help="write the search's figures as PNG files")
@@ -90,7 +95,7 @@ def settings_from(args: argparse.Namespace) -> RunSettings:
            "epochs": None if args.steps is not None else 10 if args.epochs is None else args.epochs,
            "steps": args.steps, "space": args.space, "seed": args.seed, "trial_walltime": args.trial_walltime,
            "kill_grace": args.kill_grace, "timeout": args.timeout, "max_attempts": args.max_attempts,
-           "max_startup_failures": args.max_startup_failures,
+           "max_startup_failures": args.max_startup_failures, "snapshot_interval": args.snapshot_interval,
            "walltime": args.walltime, "trial": runconfig.parse_overrides(args.set),
            "warm_start": None if args.warm_start is None else str(args.warm_start.resolve()),
            "warm_start_any_fidelity": args.warm_start_any_fidelity}
@@ -202,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from orchestrator.views.status import as_json, format_status, status_report
 
-        report = status_report(args.run_dir)
+        report = status_report(args.run_dir, source=args.source)
         print(as_json(report) if args.json else format_status(report))
         return 0
     if args.command == "report":

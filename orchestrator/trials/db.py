@@ -5,8 +5,8 @@ only writer and commits each state change in its own short transaction
 (synchronous=FULL, so a commit survives a crash of the manager or the node)
 before it acts on it. Readers (`gfm-hpo status`, Jupyter through
 `load_trials`/`load_curves` of frames.py) open it read-only and never block the writer.
-WAL needs shared memory: readers must run on the writer's host (the usual
-head or login node), not on another node over a network file system.
+WAL needs shared memory: readers on another host (a login node over a network
+file system) read the snapshot the manager publishes instead (snapshot.py).
 
 A trial moves  queued -> running -> completed | failed | interrupted;
 `requeue` sends a running, interrupted or failed trial back to queued (the
@@ -53,6 +53,18 @@ class TrialDB(RungRecords):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def backup(self, target: sqlite3.Connection) -> float:
+        """Copy the whole database into `target` in one step, between two transactions (so the
+        copy is one committed state); the time it was taken. For trials/snapshot.py."""
+        with self._lock:
+            self._db.backup(target)
+            return time.time()
+
+    def changes(self) -> int:
+        """Rows changed through this connection so far: a cheap "anything new?" for snapshots."""
+        with self._lock:
+            return self._db.total_changes
 
     def __enter__(self) -> "TrialDB":
         return self

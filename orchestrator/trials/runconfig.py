@@ -2,6 +2,7 @@
 
     RUN_DIR/run.yaml        these settings (typed; written once by launch)
     RUN_DIR/trials.db       the trial database (the truth, contract 4)
+    RUN_DIR/trials.snapshot.db  its read-only copy for other hosts; manager.json: the manager's host, pid
     RUN_DIR/trials/NNNNN/   one directory per HPO trial (contract 1)
     RUN_DIR/ensemble/...    the ensemble phase's members
     RUN_DIR/manager.log     the manager's log
@@ -46,6 +47,9 @@ class RunSettings:
     max_startup_failures: int = bounded(
         5, low=1, doc="stop the phase after this many consecutive trials failed before the trainer reported "
                       "(no result.json), at least one on every slice (a misconfigured site or trainer command)")
+    snapshot_interval: float = bounded(5.0, low=0.0, low_exclusive=True,
+                                       doc="seconds between the trial database snapshots the manager publishes "
+                                           "for readers on other hosts (trials.snapshot.db)")
     walltime: str | None = field(default=None, metadata={"doc": "batch job wall time; null: the site's"})
     warm_start: str | None = field(default=None, metadata={"doc": "an earlier run directory whose finished "
                                                                   "trials the optimiser is told first"})

@@ -15,6 +15,7 @@ from trainer.contract.trialconfig import load_trial
 from orchestrator import hostlist
 from orchestrator.trials import runconfig
 from orchestrator.trials.frames import load_trials
+from orchestrator.trials.snapshot import describe
 from orchestrator.trials.schema import ORIGINS, PHASES, STATUSES, database_path
 from orchestrator.views.rungs import format_rungs, rung_summary
 
@@ -48,7 +49,7 @@ def utilisation(trials, slices: int, now: float) -> float | None:
     return busy / (slices * span) if span > 0 else None
 
 
-def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
+def status_report(run_dir: Path, top: int = 5, source: str = "auto") -> dict[str, Any]:
     from orchestrator.search.fidelity import rungs_for
     from orchestrator.search.warmstart import META as WARM_START
     from orchestrator.trials.frames import load_curves, load_meta, load_rungs
@@ -57,11 +58,12 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
     settings = runconfig.load(run_dir)
     if not database_path(run_dir).exists():
         raise UserError(f"{run_dir}: no trial database yet (the manager has not started)")
-    trials, curves = load_trials(run_dir), load_curves(run_dir)
+    trials, curves = load_trials(run_dir, source), load_curves(run_dir, source)
     latest = curves.sort_values("epoch").groupby("trial_id").last()
     space = load_space(settings.space)
     names = space.names
-    report: dict[str, Any] = {"run_dir": str(run_dir), "site": settings.site, "phases": {}}
+    report: dict[str, Any] = {"run_dir": str(run_dir), "site": settings.site, "phases": {},
+                              "snapshot_age_s": trials.attrs.get("snapshot_age_s"), "read": describe(trials.attrs)}
     now = time.time()
     for phase in [p for p in PHASES if p in set(trials["phase"])]:  # in campaign order: the search first
         group = trials[trials["phase"] == phase]
@@ -87,10 +89,10 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
             "utilisation": utilisation(group, slices, now),
         }
         if phase == "hpo":
-            info["fidelity"] = rung_summary(group, curves, load_rungs(run_dir), settings.epochs,
+            info["fidelity"] = rung_summary(group, curves, load_rungs(run_dir, source), settings.epochs,
                                             rungs_for(space.fidelity, settings.epochs, space.origin),
                                             space.fidelity.reduction_factor, space.fidelity.kind)
-            info["warm_start"] = load_meta(run_dir, WARM_START)
+            info["warm_start"] = load_meta(run_dir, WARM_START, source=source)
             # where each configuration came from (None: a database from before origins)
             info["origins"] = {origin: [int(t) for t in ids] for origin, ids in
                                group.groupby(group["origin"].fillna("unknown"), sort=False)["trial_id"]}
@@ -99,6 +101,8 @@ def status_report(run_dir: Path, top: int = 5) -> dict[str, Any]:
 
 def format_status(report: dict[str, Any]) -> str:
     lines = [f"run {report['run_dir']} (site {report['site']})"]
+    if report.get("read"):
+        lines.append(f"  {report['read']}")
     if not report["phases"]:
         lines.append("  no trials yet")
     for phase, info in report["phases"].items():
