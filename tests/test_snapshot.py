@@ -169,6 +169,8 @@ def test_a_second_process_reads_consistent_snapshots_while_the_manager_writes(tm
     seen = json.loads(out)
     assert seen["problems"] == []
     reads = seen["reads"]
+    print(f"{len(reads)} reads of {len({r['at'] for r in reads})} snapshots, "
+          f"ages {min(r['age'] for r in reads):.2f}-{max(r['age'] for r in reads):.2f} s")
     assert len({r["at"] for r in reads}) >= 3   # several snapshots, each read whole
     assert [r["at"] for r in reads] == sorted(r["at"] for r in reads)
     assert [r["completed"] for r in reads] == sorted(r["completed"] for r in reads)
