@@ -1,7 +1,8 @@
 """A whole campaign as a user runs it: HPO, then the ensemble, then its evaluation, per workload.
 
     python bench/bench_campaign.py [--only ethanol 3bpa] [--max-evals 8] [--steps 600]
-                                   [--top-k 3] [--seeds 2] [--min-steps 6000] [--work-dir DIR]
+                                   [--top-k 3] [--seeds 2] [--min-steps 6000] [--set KEY=VALUE]
+                                   [--work-dir DIR] [--output JSON]
 
 Every step is the real console command on the local site (2 one-core slices):
   gfm-hpo launch --site local --nodes 2 --space demo --max-evals N --steps S
@@ -50,9 +51,10 @@ def run(*command) -> float:
 
 def campaign(name: str, load: dict, work: Path, args: argparse.Namespace) -> dict:
     run_dir = work / name / "run"
+    overrides = [word for pair in args.set for word in ("--set", pair)]
     seconds = {"hpo": run("gfm-hpo", "launch", "--site", "local", "--nodes", "2", "--space", "demo",
                           "--max-evals", args.max_evals, "--steps", args.steps, "--data", load["data"],
-                          "--run-dir", run_dir)}
+                          "--run-dir", run_dir, *overrides)}
     seconds["ensemble"] = run("gfm-ensemble", "train", run_dir, "--top-k", args.top_k, "--seeds", args.seeds,
                               "--min-steps", args.min_steps, "--max-epochs", 10_000)
     test, split = load["test"]
@@ -101,14 +103,17 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--min-steps", type=int, default=6000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="gfm-hpo launch --set for every trial, e.g. model.force_mode=conservative")
     parser.add_argument("--work-dir", type=Path)
+    parser.add_argument("--output", type=Path, default=RESULT)
     args = parser.parse_args()
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-campaign-"))
     work.mkdir(parents=True, exist_ok=True)
     loads = {k: v for k, v in workloads(work).items() if k in args.only}
-    settings = {k: v for k, v in vars(args).items() if k not in ("work_dir", "only")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("work_dir", "only", "output")}
     # A run of some workloads keeps the others' figures when its settings are the same.
-    earlier = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    earlier = json.loads(args.output.read_text()) if args.output.exists() else {}
     kept = earlier.get("workloads", {}) if earlier.get("settings") == settings else {}
     results = {"settings": settings, "targets": TARGETS, "note": "one run on a shared 2-core machine",
                "workloads": kept}
@@ -117,8 +122,8 @@ def main() -> None:
         row["meets"] = verdict(name, row)
         results["workloads"][name] = row
         print(f"{name}: {row}", flush=True)
-        save_result(RESULT, results, announce=False)
-    save_result(RESULT, results)
+        save_result(args.output, results, announce=False)
+    save_result(args.output, results)
 
 
 if __name__ == "__main__":
