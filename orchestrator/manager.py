@@ -256,6 +256,8 @@ class Manager:
         if outcome.status == "interrupted" and not self.stopping and retry:
             self.db.requeue(trial.trial_id, outcome.error or "interrupted")  # e.g. its step was signalled
             return
+        if outcome.status == "completed" and self.fidelity is not None and outcome.result:
+            self.fidelity.record_passed(trial.trial_id, outcome.result.get("epochs", []))
         self.db.mark_finished(trial.trial_id, outcome.status, outcome.objective, outcome.error, outcome.result)
         if outcome.status != "interrupted":
             self.proposer.finished(trial.params, outcome.objective)

@@ -44,6 +44,18 @@ def test_rung_value_is_the_best_loss_up_to_the_rung_and_skips_non_finite():
     assert rung_value(curve(float("nan"), 0.8), 2) == 0.8 and rung_value(curve(float("nan")), 1) is None
 
 
+def test_a_trial_that_finished_between_two_looks_still_counts_at_its_rungs(tmp_path):
+    with TrialDB(tmp_path) as db:
+        asha = Asha([1, 3], 3, db)
+        quick, slow = running(db, 10), running(db, 20)
+        asha.record_passed(quick, curve(0.2, 0.15, 0.1, 0.05))     # completed before the manager looked
+        assert [(d.rung, d.value, d.kept) for d in db.rung_decisions(quick)] == [(1, 0.2, True), (3, 0.1, True)]
+        asha.record_passed(quick, curve(0.2, 0.15, 0.1, 0.05))     # recorded once
+        assert len(db.rung_decisions(quick)) == 2
+        decision = asha.judge(slow, curve(0.6))                    # rank 2 of 2 at rung 1: the quick one counts
+        assert (decision.rung, decision.kept, decision.rank, decision.judged) == (1, False, 2, 2)
+
+
 def test_crafted_curves_who_is_discarded_and_who_continues(tmp_path):
     with TrialDB(tmp_path) as db:
         asha = Asha([1, 3], 3, db)

@@ -40,7 +40,7 @@ def test_asha_campaign_discards_at_rungs_and_reuses_the_slices(tmp_path, molecul
     space, run = tmp_path / "asha.yaml", tmp_path / "run"
     space.write_text(SPACE)
     gfm_hpo("launch", "--site", "local", "--nodes", "2", "--max-evals", "6", "--epochs", EPOCHS, "--space", space,
-            "--data", molecules_bp, "--run-dir", run, "--set", "training.batch_size=16", check=True)
+            "--data", molecules_bp, "--run-dir", run, "--set", "training.batch_size=4", check=True)
     trials = load_trials(run).set_index("trial_id")
     assert len(trials) == 6 and set(trials["status"]) <= {"completed", "discarded"}
     discarded = trials[trials["status"] == "discarded"]

@@ -31,6 +31,7 @@ resumes with every value and decision on record.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -83,24 +84,46 @@ class Asha:
     def judge(self, trial_id: int, epochs: Sequence[dict[str, Any]]) -> RungDecision | None:
         """Judge every rung the curve has reached and the trial has not been judged at, lowest first;
         the decision that discards it, or None while it continues."""
+        for decision in self._due(trial_id, epochs):
+            self._record(decision)
+            if not decision.kept:
+                return decision
+        return None
+
+    def record_passed(self, trial_id: int, epochs: Sequence[dict[str, Any]]) -> None:
+        """A trial that finished past rungs it was never judged at (short epochs: it got there between
+        two looks of the manager) leaves its values there as passed, so that they count for the trials
+        judged after it, as every completed trial's do in ASHA."""
+        for decision in self._due(trial_id, epochs):
+            self._record(dataclasses.replace(decision, kept=True))
+
+    def _due(self, trial_id: int, epochs: Sequence[dict[str, Any]]):
+        """The decisions at the rungs the curve has reached and the trial was not judged at, lowest
+        first; they end where a rung has no finite loss yet (the trainer fails such a trial itself)."""
         judged = self._judged_rungs(trial_id)
         reached = max((e.get("epoch", 0) for e in epochs), default=0)
         for rung in self.rungs:
             if rung > reached:
-                break
+                return
             if rung in judged:
                 continue
-            value = rung_value(epochs, rung)
-            if value is None:
-                return None  # no finite loss yet: the trainer fails such a trial itself
-            others = [v for t, v in self.db.rung_values(rung, self.phase).items() if t != trial_id]
-            kept, rank, n = keeps(value, others, self.reduction_factor)
-            decision = RungDecision(trial_id, rung, value, kept, rank, n)
-            self.db.record_rung(decision)
-            judged.add(rung)
-            if not kept:
-                return decision
-        return None
+            decision = self._decide(trial_id, epochs, rung)
+            if decision is None:
+                return
+            yield decision
+
+    def _record(self, decision: RungDecision) -> None:
+        self.db.record_rung(decision)
+        self._judged_rungs(decision.trial_id).add(decision.rung)
+
+    def _decide(self, trial_id: int, epochs: Sequence[dict[str, Any]], rung: int) -> RungDecision | None:
+        """ASHA's rule at one rung: kept among the best 1/reduction_factor of the values seen there."""
+        value = rung_value(epochs, rung)
+        if value is None:
+            return None
+        others = [v for t, v in self.db.rung_values(rung, self.phase).items() if t != trial_id]
+        kept, rank, n = keeps(value, others, self.reduction_factor)
+        return RungDecision(trial_id, rung, value, kept, rank, n)
 
     def verdict(self, trial_id: int) -> RungDecision | None:
         """The decision that discarded this trial, if one is on record (a manager that died before
@@ -133,26 +156,14 @@ class CurveRule(Asha):
         super().__init__(rungs, 1.0, db, phase)
         self.budget = budget
 
-    def judge(self, trial_id: int, epochs: Sequence[dict[str, Any]]) -> RungDecision | None:
-        judged = self._judged_rungs(trial_id)
-        reached = max((e.get("epoch", 0) for e in epochs), default=0)
-        for rung in self.rungs:
-            if rung > reached:
-                break
-            if rung in judged:
-                continue
-            curve = [rung_value(epochs, t) for t in range(1, rung + 1)]
-            if any(v is None for v in curve):
-                return None
-            best = self.db.best(self.phase)
-            # Nothing completed yet: nothing to beat, the trial passes this epoch.
-            kept = best is None or predict_final(curve, self.budget) <= best[1]
-            decision = RungDecision(trial_id, rung, curve[-1], kept, 1 if kept else 2, 1 if best is None else 2)
-            self.db.record_rung(decision)
-            judged.add(rung)
-            if not kept:
-                return decision
-        return None
+    def _decide(self, trial_id: int, epochs: Sequence[dict[str, Any]], rung: int) -> RungDecision | None:
+        curve = [rung_value(epochs, t) for t in range(1, rung + 1)]
+        if any(v is None for v in curve):
+            return None
+        best = self.db.best(self.phase)
+        # Nothing completed yet: nothing to beat, the trial passes this epoch.
+        kept = best is None or predict_final(curve, self.budget) <= best[1]
+        return RungDecision(trial_id, rung, curve[-1], kept, 1 if kept else 2, 1 if best is None else 2)
 
 
 def make_rule(kind: str, rungs: Sequence[int], reduction_factor: float, budget: int | None,
