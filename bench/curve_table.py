@@ -16,14 +16,12 @@ import json
 import random
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from itertools import product
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
 import search_table
-from benchio import RESULTS, save_result
+from benchio import RESULTS
 from search_spaces import Params
 
 TABLE = RESULTS / "curve_table.json"
@@ -86,27 +84,9 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
         missing = missing[:limit]
     deadline = None if minutes is None else time.monotonic() + 60 * minutes
     report(f"{len(table['points'])} of {len(grid_points())} points in {table_path}; training {len(missing)}")
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker,
-                             initargs=(str(data), str(work / ("warm_trials" if warm else "curve_trials")))) as pool:
-        running: dict[Future, Params] = {}
-        todo = iter(missing)
-        while True:
-            while len(running) < workers and (deadline is None or time.monotonic() < deadline):
-                params = next(todo, None)
-                if params is None:
-                    break
-                running[pool.submit(_train_point, params)] = params
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                params = running.pop(future)
-                row = future.result()
-                table["points"][key(params)] = row
-                save_result(table_path, table, announce=False)
-                final = "failed: " + str(row["error"]) if row["objective"] is None else f"{row['objective']:.4f}"
-                report(f"[{len(table['points'])}/{len(grid_points())}] {key(params):20s} {final}  "
-                       f"{row['seconds']:.1f} s")
+    search_table.train_missing(table, table_path, missing, workers, deadline, _train_point,
+                               (_init_worker, (str(data), str(work / ("warm_trials" if warm else "curve_trials")))),
+                               len(grid_points()), key, report)
     return table
 
 

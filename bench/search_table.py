@@ -158,9 +158,19 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
         missing = missing[:limit]
     deadline = None if minutes is None else time.monotonic() + 60 * minutes
     report(f"{len(table['points'])} of {len(grid_points())} points in {table_path}; training {len(missing)}")
-    context = get_context("spawn")  # fresh interpreters: no torch state inherited from this process
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                             initargs=(str(data), str(work / "trials"))) as pool:
+    train_missing(table, table_path, missing, workers, deadline, _train_point,
+                  (_init_worker, (str(data), str(work / "trials"))), len(grid_points()), key, report)
+    return table
+
+
+def train_missing(table: dict[str, Any], table_path: Path, missing: list[Params], workers: int,
+                  deadline: float | None, train_point: Callable[[Params], dict[str, Any]],
+                  initializer: tuple[Callable[..., None], tuple], size: int, name: Callable[[Params], str],
+                  report: Callable[[str], None]) -> None:
+    """Train `missing`, `workers` at a time in fresh interpreters (no torch state inherited from this
+    process), until `deadline`; each row goes into the table, rewritten atomically after every point."""
+    init, args = initializer
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init, initargs=args) as pool:
         running: dict[Future, Params] = {}
         todo = iter(missing)
         while True:
@@ -168,19 +178,17 @@ def build(table_path: Path, work: Path, workers: int, limit: int | None, minutes
                 params = next(todo, None)
                 if params is None:
                     break
-                running[pool.submit(_train_point, params)] = params
+                running[pool.submit(train_point, params)] = params
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 params = running.pop(future)
                 row = future.result()
-                table["points"][key(params)] = row
+                table["points"][name(params)] = row
                 save_result(table_path, table, announce=False)
                 objective = "failed: " + str(row["error"]) if row["objective"] is None else f"{row['objective']:.4f}"
-                report(f"[{len(table['points'])}/{len(grid_points())}] {key(params):22s} {objective}  "
-                       f"{row['seconds']:.1f} s")
-    return table
+                report(f"[{len(table['points'])}/{size}] {name(params):22s} {objective}  {row['seconds']:.1f} s")
 
 
 def metadata(data: Path) -> dict[str, Any]:
